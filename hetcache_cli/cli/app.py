@@ -1,0 +1,41 @@
+"""The `hetcache` command: registers the subcommands, nothing else."""
+
+from __future__ import annotations
+
+import typer
+
+from hetcache_cli import __version__
+from hetcache_cli.cli.edit import EPILOG as EDIT_EPILOG
+from hetcache_cli.cli.edit import edit
+from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
+from hetcache_cli.cli.run import run
+from hetcache_cli.cli.template import template
+
+app = typer.Typer(
+    name="hetcache",
+    help="Masked video editing with Wan2.1-VACE, accelerated by HetCache. Exit codes: 0 ok, 1 failure, 2 bad input.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.command(epilog=EDIT_EPILOG)(edit)
+app.command(epilog=RUN_EPILOG)(run)
+app.command()(template)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hetcache {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Masked video editing with Wan2.1-VACE, accelerated by HetCache."""
+
+
+def main() -> None:
+    app()

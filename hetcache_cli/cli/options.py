@@ -1,0 +1,41 @@
+"""Option aliases shared by commands. Every default is None: the spec dataclass holds the real ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Mask = Annotated[Optional[str], typer.Option("--mask", "-m", help="Mask image, mask video or folder of frames (white = edit).")]
+Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="What the masked region should show.")]
+NegativePrompt = Annotated[Optional[str], typer.Option("--negative-prompt", help="What it should not show.")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output MP4 [default: <video>_edited.mp4].")]
+SpecFile = Annotated[Optional[Path], typer.Option("--spec", help="YAML edit spec; flags override its values.")]
+Model = Annotated[
+    Optional[str], typer.Option("--model", help="Diffusers Wan-VACE folder or cached hub id [default: embedded demo model].")
+]
+Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps [default: 30].")]
+Guidance = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance [default: 5.0].")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
+Frames = Annotated[Optional[int], typer.Option("--frames", help="Frames to edit, 4k+1 [default: as many as fit].")]
+Width = Annotated[Optional[int], typer.Option("--width", help="Width, a multiple of 16 [default: from the video].")]
+Height = Annotated[Optional[int], typer.Option("--height", help="Height, a multiple of 16 [default: from the video].")]
+Cache = Annotated[Optional[str], typer.Option("--cache", help="none | teacache | hetcache [default: hetcache].")]
+Preset = Annotated[Optional[str], typer.Option("--preset", help="quality | balanced | fast (cache settings preset).")]
+Schedule = Annotated[
+    Optional[str], typer.Option("--schedule", help="Explicit cache schedule, one letter per step: F, P or R.")
+]
+Stats = Annotated[Optional[str], typer.Option("--stats", help="Statistics JSON [default: beside the output].")]
+PasteBack = Annotated[
+    Optional[bool],
+    typer.Option("--paste-back/--no-paste-back", help="Keep input pixels outside the mask [default: on]."),
+]
+MaskThreshold = Annotated[Optional[float], typer.Option("--mask-threshold", help="Mask binarisation threshold 0..1 [default: 0.5].")]
+MaskInvert = Annotated[Optional[bool], typer.Option("--mask-invert/--no-mask-invert", help="Edit the dark part of the mask.")]
+MaskDilation = Annotated[Optional[int], typer.Option("--mask-dilation", help="Grow the mask by N pixels [default: 0].")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N [default: auto].")]
+Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto | float32 | float16 | bfloat16 [default: auto].")]
+Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, warnings or summary text.")]

@@ -1,0 +1,144 @@
+"""Finding and loading a Wan-VACE pipeline: the embedded model, a local folder, or a cached hub id.
+
+Nothing is ever downloaded here: a hub id must already be in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hetcache_cli.errors import HetcacheError, InputError
+from hetcache_cli.resources import embedded_model_dir
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ModelRef:
+    name: str  # what the user asked for ("embedded", a path, or a hub id)
+    path: Path  # local diffusers folder
+
+
+def resolve_model(model: str | None) -> ModelRef:
+    """Map `--model` to a local diffusers folder, or raise InputError saying how to get one."""
+    if model is None or model == EMBEDDED:
+        path = embedded_model_dir()
+        if not (path / "model_index.json").is_file():
+            raise InputError(
+                f"the embedded model is missing from {path}; reinstall hetcache from a full checkout"
+            )
+        return ModelRef(EMBEDDED, path)
+    path = Path(model).expanduser()
+    if path.exists():
+        _check_wan_vace_folder(path)
+        return ModelRef(model, path)
+    if _looks_like_hub_id(model):
+        return ModelRef(model, _cached_snapshot(model))
+    raise InputError(f"model {model!r} is neither a folder nor a hub id (owner/name); pass a diffusers Wan-VACE folder")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+def load_pipeline(ref: ModelRef, device: torch.device, dtype: torch.dtype):
+    """WanVACEPipeline with the VAE in float32 (as Wan recommends) and the rest in `dtype`."""
+    from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+    try:
+        vae = AutoencoderKLWan.from_pretrained(ref.path, subfolder="vae", torch_dtype=torch.float32)
+        pipe = WanVACEPipeline.from_pretrained(ref.path, vae=vae, torch_dtype=dtype)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"cannot load model {ref.name!r} from {ref.path}: {first}; pass a complete diffusers Wan-VACE folder"
+        ) from exc
+    if pipe.transformer is None:
+        raise InputError(f"model {ref.name!r} has no transformer; pass a Wan2.1-VACE pipeline folder")
+    try:
+        pipe.to(device)
+    except RuntimeError as exc:
+        raise HetcacheError(f"cannot move the model to {device}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _check_wan_vace_folder(path: Path) -> None:
+    index = path / "model_index.json"
+    if not path.is_dir() or not index.is_file():
+        raise InputError(f"{path} is not a diffusers pipeline folder (no model_index.json); pass a Wan-VACE folder")
+    try:
+        info = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{index} is not valid JSON; re-download or re-save the pipeline") from exc
+    cls = info.get("_class_name")
+    transformer = info.get("transformer") or [None, None]
+    if cls != "WanVACEPipeline" and transformer[1] != "WanVACETransformer3DModel":
+        raise InputError(
+            f"{path} holds a {cls or 'unknown'} pipeline, not a Wan-VACE one; pass a Wan2.1-VACE folder "
+            "(e.g. Wan-AI/Wan2.1-VACE-1.3B-diffusers)"
+        )
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    parts = model.split("/")
+    return len(parts) == 2 and all(parts) and not model.startswith((".", "~"))
+
+
+def _cached_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError) as exc:
+        raise InputError(
+            f"model {repo_id!r} is not in the local Hugging Face cache; download it first "
+            f"(`hf download {repo_id}`) or pass a local folder"
+        ) from exc
+    _check_wan_vace_folder(path)
+    return path
+
+
+class PipelinePool:
+    """Loaded pipelines keyed by (model, device, dtype), so a batch loads each model once."""
+
+    def __init__(self) -> None:
+        self._pipes: dict[tuple, tuple] = {}
+
+    def get(self, model: str | None, device: str, dtype: str):
+        """(pipeline, model info dict) for a spec's model/device/dtype strings."""
+        ref = resolve_model(model)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        key = (str(ref.path.resolve()), str(dev), str(dt))
+        if key not in self._pipes:
+            pipe = load_pipeline(ref, dev, dt)
+            info = {
+                "name": ref.name,
+                "path": str(ref.path),
+                "device": str(dev),
+                "dtype": str(dt).removeprefix("torch."),
+                "transformer": {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")},
+            }
+            self._pipes[key] = (pipe, info)
+        return self._pipes[key]

@@ -1,0 +1,162 @@
+"""Loading and validating edit specs from YAML files and CLI flags (no torch import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hetcache_cli.cache.config import PRESETS
+from hetcache_cli.errors import InputError
+from hetcache_cli.spec.schema import (
+    CACHE_FIELD_TYPES,
+    DEVICES,
+    DTYPES,
+    FIELD_TYPES,
+    PATH_FIELDS,
+    REQUIRED,
+    EditSpec,
+    spec_fields,
+)
+
+
+class SpecError(InputError):
+    """A spec file or flag combination that cannot be used."""
+
+
+def load_spec_file(path: str | Path) -> list[dict[str, Any]]:
+    """The edits in a spec file, as validated (not yet complete) dicts with absolute paths.
+
+    A file holds one edit (a mapping of spec keys) or several under `edits:`, optionally with
+    `defaults:` shared by all of them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}; check the path")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError(f"{path}: not valid YAML ({first}); fix the syntax") from exc
+    if data is None:
+        raise SpecError(f"{path}: the spec is empty; print a template with `hetcache template`")
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of spec keys or `edits:`, got a {type(data).__name__}")
+
+    base = path.resolve().parent
+    if "edits" in data:
+        extra = sorted(set(data) - {"edits", "defaults"})
+        if extra:
+            raise SpecError(f"{path}: unknown top-level keys {extra}; a batch file has only `edits:` and `defaults:`")
+        edits = data["edits"]
+        if not isinstance(edits, list) or not edits:
+            raise SpecError(f"{path}: `edits:` must be a non-empty list of edits")
+        defaults = data.get("defaults") or {}
+        check_values(defaults, f"{path}: defaults")
+        out = []
+        for i, edit in enumerate(edits):
+            where = f"{path}: edits[{i}]"
+            if not isinstance(edit, dict):
+                raise SpecError(f"{where}: expected a mapping of spec keys, got {edit!r}")
+            check_values(edit, where)
+            out.append(_resolve_paths(merge_values(defaults, edit), base))
+        return out
+    check_values(data, str(path))
+    return [_resolve_paths(data, base)]
+
+
+def check_values(values: dict[str, Any], where: str) -> None:
+    """Unknown keys and wrong types are errors naming the key and the valid ones."""
+    valid = spec_fields()
+    for key, value in values.items():
+        if key not in FIELD_TYPES:
+            raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+        _check_type(key, value, FIELD_TYPES[key], where)
+    cache = values.get("cache")
+    if cache is not None:
+        for key, value in cache.items():
+            if key not in CACHE_FIELD_TYPES:
+                raise SpecError(
+                    f"{where}: unknown cache key {key!r}; valid cache keys: {', '.join(sorted(CACHE_FIELD_TYPES))}"
+                )
+            _check_type(f"cache.{key}", value, CACHE_FIELD_TYPES[key], where)
+
+
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` wins; None values do not override; the `cache` mapping is merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            continue
+        if key == "cache":
+            out["cache"] = {**(out.get("cache") or {}), **{k: v for k, v in value.items() if v is not None}}
+        else:
+            out[key] = value
+    return out
+
+
+def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
+    """A complete, validated EditSpec from merged values."""
+    check_values(values, where)
+    missing = [key for key in REQUIRED if not values.get(key)]
+    if missing:
+        flags = ", ".join(f"--{k}" if k != "video" else "VIDEO" for k in missing)
+        raise SpecError(f"{where}: missing {', '.join(missing)}; give {flags} or set them in the spec")
+    spec = EditSpec(**values)
+    _check_ranges(spec, where)
+    try:
+        spec.cache_config()
+    except (ValueError, FileNotFoundError) as exc:
+        raise SpecError(f"{where}: cache: {exc}") from exc
+    return spec
+
+
+def _check_type(key: str, value: Any, accepted: tuple[type, ...], where: str) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, accepted) and not (isinstance(value, bool) and bool not in accepted)
+    if not ok:
+        names = " or ".join(t.__name__ for t in accepted)
+        raise SpecError(f"{where}: {key} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _check_ranges(spec: EditSpec, where: str) -> None:
+    def fail(msg: str) -> None:
+        raise SpecError(f"{where}: {msg}")
+
+    if spec.steps < 1:
+        fail(f"steps is {spec.steps}; use at least 1")
+    if spec.guidance_scale < 0:
+        fail(f"guidance_scale is {spec.guidance_scale}; use a value >= 0 (1 disables guidance)")
+    if not 0.0 <= spec.mask_threshold < 1.0:
+        fail(f"mask_threshold is {spec.mask_threshold}; use a value in [0, 1)")
+    for name in ("mask_dilation", "paste_dilation", "paste_feather"):
+        if getattr(spec, name) < 0:
+            fail(f"{name} is {getattr(spec, name)}; use a number of pixels >= 0")
+    if spec.frames is not None and spec.frames < 1:
+        fail(f"frames is {spec.frames}; use a positive 4k+1 count such as 17, 33 or 81")
+    if spec.max_area < 32 * 32:
+        fail(f"max_area is {spec.max_area}; use at least 1024 pixels")
+    if spec.device not in DEVICES and not spec.device.startswith("cuda:"):
+        fail(f"device {spec.device!r} is not valid; use one of {', '.join(DEVICES)} or cuda:N")
+    if spec.dtype not in DTYPES:
+        fail(f"dtype {spec.dtype!r} is not valid; use one of {', '.join(DTYPES)}")
+    preset = spec.cache.get("preset")
+    if preset is not None and preset not in PRESETS:
+        fail(f"cache preset {preset!r} is not valid; use one of {', '.join(PRESETS)}")
+    if not spec.prompt.strip():
+        fail("prompt is empty; say what the masked region should show")
+
+
+def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(values)
+    for key in PATH_FIELDS:
+        if isinstance(out.get(key), str):
+            p = Path(out[key]).expanduser()
+            out[key] = str(p if p.is_absolute() else base / p)
+    model = out.get("model")
+    if isinstance(model, str) and (model.startswith((".", "/", "~")) or (base / model).exists()):
+        p = Path(model).expanduser()
+        out["model"] = str(p if p.is_absolute() else base / p)
+    return out

@@ -1,0 +1,120 @@
+"""The edit spec: one edit's settings, the one home of every edit default (no torch import).
+
+Precedence: CLI flag > YAML spec > the defaults below (and, for `cache:`, a preset's values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from hetcache_cli.cache.config import HetCacheConfig, config_fields
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+@dataclass
+class EditSpec:
+    r"""
+    One masked video edit.
+
+    Args:
+        video (`str`): Input video, any format ffmpeg reads.
+        mask (`str`): Mask image (used for every frame), mask video, or folder of per-frame images. White = edit.
+        prompt (`str`): What the masked region should show.
+        negative_prompt (`str`, defaults to `""`): What it should not show.
+        output (`str`, *optional*): Output MP4; default `<video stem>_edited.mp4` beside the video.
+        stats (`str`, *optional*): Statistics JSON; default `<output stem>.stats.json` beside the output.
+        model (`str`, *optional*): Diffusers Wan-VACE folder or Hugging Face hub id in the local cache;
+            default the embedded demo model.
+        frames (`int`, *optional*): Frames to edit (4k+1); default the most the video allows.
+        width (`int`, *optional*): Output width (multiple of 16); default from the video.
+        height (`int`, *optional*): Output height (multiple of 16); default from the video.
+        max_area (`int`, defaults to `399360`): When width/height are not given, larger videos are scaled
+            down to at most this many pixels per frame (480x832).
+        steps (`int`, defaults to `30`): Denoising steps.
+        guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance).
+        seed (`int`, defaults to `0`): Random seed.
+        mask_threshold (`float`, defaults to `0.5`): Mask pixels brighter than this (0..1) are edited.
+        mask_invert (`bool`, defaults to `False`): Edit the dark part of the mask instead.
+        mask_dilation (`int`, defaults to `0`): Grow the mask by this many pixels before editing.
+        paste_back (`bool`, defaults to `True`): Keep the input's pixels outside the (dilated, feathered) mask.
+        paste_dilation (`int`, defaults to `4`): Pixels the paste-back region extends past the mask.
+        paste_feather (`int`, defaults to `4`): Width in pixels of the soft paste-back edge.
+        device (`str`, defaults to `"auto"`): `auto`, `cpu`, `cuda` or `cuda:N`.
+        dtype (`str`, defaults to `"auto"`): Transformer dtype; `auto` = bfloat16 on CUDA, float32 on CPU.
+        cache (`dict`): HetCache settings (`method`, `preset`, `schedule`, thresholds, ...).
+    """
+
+    video: str
+    mask: str
+    prompt: str
+    negative_prompt: str = ""
+    output: str | None = None
+    stats: str | None = None
+    model: str | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    max_area: int = 480 * 832
+    steps: int = 30
+    guidance_scale: float = 5.0
+    seed: int = 0
+    mask_threshold: float = 0.5
+    mask_invert: bool = False
+    mask_dilation: int = 0
+    paste_back: bool = True
+    paste_dilation: int = 4
+    paste_feather: int = 4
+    device: str = "auto"
+    dtype: str = "auto"
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def cache_config(self) -> HetCacheConfig:
+        from hetcache_cli.cache.config import build_config
+
+        values = dict(self.cache)
+        preset = values.pop("preset", None)
+        return build_config(values, preset=preset)
+
+
+REQUIRED = ("video", "mask", "prompt")
+PATH_FIELDS = ("video", "mask", "output", "stats")
+
+
+def _accepted_types(hint) -> tuple[type, ...]:
+    """`float | None` -> (float, int): the YAML types a field accepts (None is handled apart)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    out: list[type] = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        base = typing.get_origin(arg) or arg
+        out.append(base)
+        if base is float:
+            out.append(int)
+    return tuple(out)
+
+
+FIELD_TYPES = {name: _accepted_types(h) for name, h in typing.get_type_hints(EditSpec).items()}
+CACHE_FIELD_TYPES = {name: _accepted_types(h) for name, h in typing.get_type_hints(HetCacheConfig).items()}
+
+
+def spec_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(EditSpec)]
+
+
+def cache_keys() -> list[str]:
+    return sorted(set(config_fields()) | {"preset"})
+
+
+def edit_defaults() -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(EditSpec):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    return out
