@@ -7,6 +7,8 @@ import typer
 from hetcache_cli import __version__
 from hetcache_cli.cli.edit import EPILOG as EDIT_EPILOG
 from hetcache_cli.cli.edit import edit
+from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
+from hetcache_cli.cli.eval import eval_cmd
 from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
 from hetcache_cli.cli.run import run
 from hetcache_cli.cli.template import template
@@ -22,6 +24,7 @@ app = typer.Typer(
 app.command(epilog=EDIT_EPILOG)(edit)
 app.command(epilog=RUN_EPILOG)(run)
 app.command()(template)
+app.command("eval", epilog=EVAL_EPILOG)(eval_cmd)
 
 
 def _version(value: bool) -> None:
