@@ -94,6 +94,7 @@ def edit(
     mask_threshold: opt.MaskThreshold = None,
     mask_invert: opt.MaskInvert = None,
     mask_dilation: opt.MaskDilation = None,
+    crf: opt.Crf = None,
     overwrite: opt.Overwrite = False,
     device: opt.Device = None,
     dtype: opt.Dtype = None,
@@ -106,7 +107,7 @@ def edit(
         video=video, mask=mask, prompt=prompt, output=output, model=model, steps=steps,
         guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,
-        mask_invert=mask_invert, mask_dilation=mask_dilation, device=device, dtype=dtype,
+        mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
         cache=cache, preset=preset, schedule=schedule,
     )
     edit_spec = spec_from_cli(spec, flags)

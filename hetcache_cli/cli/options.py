@@ -39,3 +39,4 @@ Device = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cu
 Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto | float32 | float16 | bfloat16 [default: auto].")]
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, warnings or summary text.")]
+Crf = Annotated[Optional[int], typer.Option("--crf", help="Output x264 quality: 0 lossless, 18 visually lossless [default: 18].")]

@@ -176,7 +176,10 @@ def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | 
         "steps": stats.to_list(),
         "summary": summary,
     }
-    write_video(prep.output, edited, prep.fps)
+    if spec.crf == 0:
+        write_video(prep.output, edited, prep.fps, lossless=True)
+    else:
+        write_video(prep.output, edited, prep.fps, crf=spec.crf)
     try:
         atomic_write_text(prep.stats_path, json.dumps(doc, indent=2) + "\n")
     except BaseException:

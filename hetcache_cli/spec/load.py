@@ -134,6 +134,8 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
     for name in ("mask_dilation", "paste_dilation", "paste_feather"):
         if getattr(spec, name) < 0:
             fail(f"{name} is {getattr(spec, name)}; use a number of pixels >= 0")
+    if not 0 <= spec.crf <= 51:
+        fail(f"crf is {spec.crf}; use 0 (lossless) to 51")
     if spec.frames is not None and spec.frames < 1:
         fail(f"frames is {spec.frames}; use a positive 4k+1 count such as 17, 33 or 81")
     if spec.max_area < 32 * 32:

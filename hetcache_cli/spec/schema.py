@@ -45,6 +45,8 @@ class EditSpec:
         paste_back (`bool`, defaults to `True`): Keep the input's pixels outside the (dilated, feathered) mask.
         paste_dilation (`int`, defaults to `4`): Pixels the paste-back region extends past the mask.
         paste_feather (`int`, defaults to `4`): Width in pixels of the soft paste-back edge.
+        crf (`int`, defaults to `18`): x264 quality of the output video: 0 = lossless (4:4:4), 18 = visually
+            lossless, larger = smaller files.
         device (`str`, defaults to `"auto"`): `auto`, `cpu`, `cuda` or `cuda:N`.
         dtype (`str`, defaults to `"auto"`): Transformer dtype; `auto` = bfloat16 on CUDA, float32 on CPU.
         cache (`dict`): HetCache settings (`method`, `preset`, `schedule`, thresholds, ...).
@@ -70,6 +72,7 @@ class EditSpec:
     paste_back: bool = True
     paste_dilation: int = 4
     paste_feather: int = 4
+    crf: int = 18
     device: str = "auto"
     dtype: str = "auto"
     cache: dict[str, Any] = field(default_factory=dict)
