@@ -65,8 +65,8 @@ def load_pipeline(ref: ModelRef, device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderKLWan, WanVACEPipeline
 
     try:
-        vae = AutoencoderKLWan.from_pretrained(ref.path, subfolder="vae", torch_dtype=torch.float32)
-        pipe = WanVACEPipeline.from_pretrained(ref.path, vae=vae, torch_dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(ref.path, subfolder="vae", dtype=torch.float32)
+        pipe = WanVACEPipeline.from_pretrained(ref.path, vae=vae, dtype=dtype)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
