@@ -1,0 +1,44 @@
+"""HetCache engine: heterogeneous step and token caching for Wan-VACE (see docs/engine.md)."""
+
+from hetcache_cli.cache.config import HetCacheConfig, build_config
+from hetcache_cli.cache.flops import ModelDims, forward_flops
+from hetcache_cli.cache.stats import StepStats, TokenCounts
+
+__all__ = [
+    "CacheMemoryError",
+    "HetCacheConfig",
+    "HetCacheHook",
+    "ModelDims",
+    "StepStats",
+    "TokenCounts",
+    "apply_hetcache",
+    "build_config",
+    "describe_run",
+    "estimate_cache_memory",
+    "estimate_run_flops",
+    "forward_flops",
+    "get_hetcache",
+    "remove_hetcache",
+    "resolve_schedule",
+]
+
+_LAZY = {
+    "CacheMemoryError": "hetcache_cli.cache.state",
+    "estimate_cache_memory": "hetcache_cli.cache.state",
+    "HetCacheHook": "hetcache_cli.cache.hook",
+    "apply_hetcache": "hetcache_cli.cache.hook",
+    "get_hetcache": "hetcache_cli.cache.hook",
+    "remove_hetcache": "hetcache_cli.cache.hook",
+    "estimate_run_flops": "hetcache_cli.cache.schedule",
+    "resolve_schedule": "hetcache_cli.cache.schedule",
+    "describe_run": "hetcache_cli.cache.planning",
+}
+
+
+def __getattr__(name: str):
+    # diffusers is imported only when the engine is used, so `hetcache --help` stays fast
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

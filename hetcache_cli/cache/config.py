@@ -32,14 +32,16 @@ class HetCacheConfig:
             An explicit schedule, one letter per denoising step: `F` full, `P` partial, `R` reuse
             (e.g. `FFPPRPPRPF`). Overrides the automatic schedule; its length must equal the number of steps.
         reuse_threshold (`float`, defaults to `0.05`):
-            A step is REUSE while the accumulated relative change of the modulated input stays below this.
-            Larger = more reuse = faster.
+            A step is REUSE while the change accumulated since the last computed (FULL or PARTIAL) step stays
+            below this. A step's change is the relative L1 change of the timestep modulation, normalised so the
+            changes sum to 1 over the run: a threshold is a fraction of the run's total change (see
+            `cache/schedule.py`). Larger = more reuse = faster.
         full_threshold (`float`, defaults to `0.3`):
-            A step is PARTIAL while the accumulated change stays below this (and at least `reuse_threshold`),
-            FULL otherwise. Larger = fewer full steps = faster. Must be >= `reuse_threshold`.
+            A step is FULL once the change accumulated since the last FULL step reaches this, otherwise PARTIAL
+            (or REUSE, above). Larger = fewer full steps = faster. Must be >= `reuse_threshold`.
         rescale (`list[float]`, *optional*):
             Polynomial coefficients (highest power first) applied to each step's relative change before it is
-            accumulated (TeaCache-style, fitted per model). None uses the raw change.
+            normalised and accumulated (TeaCache-style, fitted per model). None uses the raw change.
         warmup_steps (`int`, defaults to `2`):
             The first `warmup_steps` scheduler steps are always FULL.
         max_partial_run (`int`, defaults to `4`):
@@ -56,8 +58,8 @@ class HetCacheConfig:
             How context tokens are chosen: `attention` (attention mass from generative queries plus k-means
             diversity) or `uniform` (a spatially uniform subset).
         score_layer (`int`, defaults to `-1`):
-            Main block whose self-attention scores the context tokens; negative counts from the end
-            (-1 = the middle block).
+            Main block whose self-attention scores the context tokens: -1 = the middle block
+            (`num_layers // 2`), otherwise a block index.
         kmeans_clusters (`int`, defaults to `8`):
             Number of k-means clusters over context hidden states for diverse selection (0 disables it).
         kmeans_iters (`int`, defaults to `4`):
@@ -114,6 +116,11 @@ class HetCacheConfig:
                     f"cache schedule {self.schedule!r} has invalid letters {bad}: use one letter per step, "
                     "F (full), P (partial) or R (reuse), e.g. 'FFPPRPPRPF'"
                 )
+            if schedule[0] != "F":
+                raise ValueError(
+                    f"cache schedule {self.schedule!r} starts with {schedule[0]!r}: the first step must be F, "
+                    "nothing is cached before the first full step"
+                )
             if self.method == "teacache" and "P" in schedule:
                 raise ValueError("cache schedule has P steps but method is teacache: use only F and R, or method hetcache")
             self.schedule = schedule
@@ -129,6 +136,8 @@ class HetCacheConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is {value}: use a fraction between 0 and 1")
+        if self.score_layer < -1:
+            raise ValueError(f"score_layer is {self.score_layer}: use -1 (the middle block) or a block index >= 0")
         for name in ("warmup_steps", "max_partial_run", "margin_tokens", "kmeans_clusters", "kmeans_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}: use an integer >= 0")

@@ -134,5 +134,7 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, seed: int = 0):
         scheduler=build_scheduler(cfg),
         transformer=build_transformer(cfg),
     )
+    for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
+        module.eval()  # as from_pretrained leaves them: no dropout
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,0 +1,275 @@
+"""HetCache as a diffusers hook on `WanVACETransformer3DModel`: `apply_hetcache` / `remove_hetcache`.
+
+One stateful `ModelHook` replaces the transformer's forward. Its caches live in a
+`BranchState` per diffusers cache context ("cond" / "uncond"); what a run shares (plan,
+token classes) lives in the hook's `RunState`.
+
+Run detection. Attached to a `WanVACEPipeline`, the hook wraps the instance's
+`prepare_masks`: every call of the pipeline passes there once, after `set_timesteps` and
+before the loop, with the preprocessed pixel mask [1, C, F, H, W]. That is where a run
+begins: caches dropped, schedule planned, memory checked; so a call that raised mid-loop
+cannot leak into the next. The step index is `pipe.scheduler.step_index` (None = step 0).
+On a bare transformer, call `handle.begin_run(timesteps)` (and `handle.set_mask(mask)`)
+before each run; the step index is a per-branch forward counter. Without a pixel mask the
+generative tokens come from the mask channels folded into `control_hidden_states`.
+The pipeline's end-of-call `_reset_stateful_cache` calls `reset_state`, which frees the caches.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+
+import torch
+from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.utils import apply_lora_scale
+
+from hetcache_cli.cache import engine
+from hetcache_cli.cache.config import HetCacheConfig
+from hetcache_cli.cache.flops import ModelDims, forward_flops
+from hetcache_cli.cache.planning import RunPlanner
+from hetcache_cli.cache.schedule import FULL, PARTIAL, REUSE
+from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
+from hetcache_cli.cache.state import BranchState
+from hetcache_cli.cache.stats import StepStats, TokenCounts
+from hetcache_cli.kernels import build_slot_map
+
+logger = logging.getLogger(__name__)
+
+HOOK_NAME = "hetcache"
+
+
+class HetCacheHook(ModelHook, RunPlanner):
+    """The forward of a Wan-VACE transformer with FULL / PARTIAL / REUSE steps; also the user's handle."""
+
+    _is_stateful = True
+
+    def __init__(self, config: HetCacheConfig, stats: StepStats | None = None, pipeline=None) -> None:
+        super().__init__()
+        RunPlanner.__init__(self, config, stats)
+        self.state_manager = StateManager(BranchState)
+        self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
+        self._module = None
+
+    def initialize_hook(self, module):
+        self._module = weakref.ref(module)
+        return module
+
+    @property
+    def transformer(self):
+        return self._module() if self._module is not None else None
+
+    @property
+    def pipeline(self):
+        return self._pipeline() if self._pipeline is not None else None
+
+    def reset_state(self, module):
+        self.state_manager.reset()
+        self.end_run()
+        return module
+
+    def new_forward(
+        self,
+        module,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        control_hidden_states: torch.Tensor | None = None,
+        control_hidden_states_scale: torch.Tensor | None = None,
+        return_dict: bool = True,
+        attention_kwargs: dict | None = None,
+    ):
+        inputs = engine.Inputs(
+            hidden_states,
+            timestep,
+            encoder_hidden_states,
+            encoder_hidden_states_image,
+            control_hidden_states,
+            control_hidden_states_scale,
+        )
+        state: BranchState = self.state_manager.get_state()
+        branch = self.state_manager.context.name
+        step = self._step_index(state)
+        if state.run_id != self.run.run_id:
+            state.reset()
+            state.run_id = self.run.run_id
+        state.forward_count += 1
+
+        if self.run.method == "none" and self.stats is None:
+            output = self._original(inputs, attention_kwargs)
+        else:
+            output = self._forward(module, inputs, state, step, branch, attention_kwargs)
+        if not return_dict:
+            return (output,)
+        return Transformer2DModelOutput(sample=output)
+
+    def _original(self, inputs: engine.Inputs, attention_kwargs: dict | None) -> torch.Tensor:
+        return self.fn_ref.original_forward(
+            hidden_states=inputs.hidden_states,
+            timestep=inputs.timestep,
+            encoder_hidden_states=inputs.encoder_hidden_states,
+            encoder_hidden_states_image=inputs.encoder_hidden_states_image,
+            control_hidden_states=inputs.control_hidden_states,
+            control_hidden_states_scale=inputs.control_hidden_states_scale,
+            return_dict=False,
+            attention_kwargs=attention_kwargs,
+        )[0]
+
+    def _forward(self, module, inputs, state, step, branch, attention_kwargs) -> torch.Tensor:
+        run = self.run
+        classes = self.token_classes(module, inputs)
+        n_tokens = classes.n_tokens
+        if run.method != "none" and not self.memory_checked:
+            self.check_memory(module, n_tokens, branches=2)  # bare transformer without begin_run(n_tokens=...)
+        decision = self._decision(step, state)
+        timer = self.stats.start(inputs.hidden_states.device) if self.stats is not None else None
+
+        if run.method == "none":
+            output = self._original(inputs, attention_kwargs)
+        else:
+            layers = len(module.blocks) + len(module.vace_blocks) if run.method == "hetcache" else 0
+            width = module.config.num_attention_heads * module.config.attention_head_dim
+            shape = (inputs.hidden_states.shape[0], n_tokens, width)  # [B, N, D]
+            state.ensure(layers, shape, self.cache_dtype(module), inputs.hidden_states.device)
+            output = _lora_scoped(module, self, decision, inputs, state, attention_kwargs=attention_kwargs)
+
+        if self.stats is not None:
+            g, m, c = classes.counts
+            computed = {FULL: n_tokens, PARTIAL: self.n_active, REUSE: 0}[decision]
+            dims = self.dims(module, inputs)
+            flops = forward_flops(dims, n_tokens, None if decision == FULL else computed)
+            self.stats.record(
+                timer,
+                step,
+                self.timestep_value(step, inputs.timestep),
+                branch,
+                decision,
+                TokenCounts(total=n_tokens, computed=computed, generative=g, margin=m, context=c),
+                flops,
+            )
+        return output
+
+    def _decision(self, step: int, state: BranchState) -> str:
+        run = self.run
+        if run.method == "none":
+            return FULL
+        decisions = self.decisions_for(step)
+        decision = decisions[step] if step < len(decisions) else FULL
+        if decision != FULL and not state.valid:
+            logger.debug("step %d: no FULL step has filled the caches of this branch yet; computing FULL", step)
+            decision = FULL
+        if decision == PARTIAL and self.n_active == 0:
+            decision = REUSE
+        return decision
+
+    def _compute(self, module, decision: str, inputs: engine.Inputs, state: BranchState) -> torch.Tensor:
+        run, config = self.run, self.config
+        rope = self.rope(module, inputs.hidden_states)
+        if decision == REUSE:
+            return engine.forward_reuse(module, inputs, state)
+        if decision == PARTIAL:
+            return engine.forward_partial(module, inputs, rope, state, config.use_triton)
+        hetcache = run.method == "hetcache"
+        probe = None
+        classes = run.classes
+        batch = inputs.hidden_states.shape[0]
+        if hetcache and config.selection == "attention" and run.n_context_pick > 0:
+            probe = ScoreProbe(
+                classes.generative[None].expand(batch, -1),
+                classes.context[None].expand(batch, -1),
+                config.use_triton,
+            )
+        output = engine.forward_full(
+            module, inputs, rope, state, hetcache, probe, self.score_layer(module), config.use_triton
+        )
+        if hetcache:
+            if probe is not None:
+                chosen, state.centroids = select_context(
+                    probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
+                )
+            else:
+                chosen = run.uniform_context
+            state.active = active_indices(run.static_active, chosen, batch)
+            state.slot = build_slot_map(state.active, classes.n_tokens)
+        state.valid = True
+        return output
+
+    def _step_index(self, state: BranchState) -> int:
+        pipe = self.pipeline
+        if pipe is not None:
+            index = pipe.scheduler.step_index
+            return 0 if index is None else int(index)
+        decisions = self.run.decisions
+        if decisions is not None and state.run_id == self.run.run_id and state.forward_count >= len(decisions):
+            self.restart_run()  # a bare transformer called for a new run without begin_run
+        return state.forward_count if state.run_id == self.run.run_id else 0
+
+
+@apply_lora_scale("attention_kwargs")
+def _lora_scoped(module, hook: HetCacheHook, decision, inputs, state, attention_kwargs=None):
+    # the LoRA scaling of the original forward (`attention_kwargs["scale"]`) around our compute
+    return hook._compute(module, decision, inputs, state)
+
+
+def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats | None = None) -> HetCacheHook:
+    """Attach HetCache to a `WanVACEPipeline` (recommended) or a bare `WanVACETransformer3DModel`.
+
+    Returns the hook, which is also the handle: `handle.schedule`, `handle.begin_run(timesteps)`,
+    `handle.set_mask(mask)`. With a pipeline, just call the pipeline; `stats` is reset at the
+    start of every call and holds one record per step and guidance branch afterwards.
+    """
+    transformer, pipe = _split(pipe_or_transformer)
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    if registry.get_hook(HOOK_NAME) is not None:
+        raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
+    if stats is not None and stats.dims is None:
+        stats.dims = ModelDims.from_config(transformer.config)
+    hook = HetCacheHook(config, stats, pipe)
+    registry.register_hook(hook, HOOK_NAME)
+    registry.invalidate_child_registries_cache()
+    if pipe is not None:
+        original = pipe.prepare_masks
+
+        @functools.wraps(original)
+        def prepare_masks(mask, reference_images=None, generator=None):
+            out = original(mask, reference_images, generator)
+            n_refs = len(reference_images[0]) if reference_images else 0
+            hook.begin_pipeline_run(pipe, mask, n_refs)
+            return out
+
+        prepare_masks._hetcache_original = original
+        pipe.prepare_masks = prepare_masks
+    return hook
+
+
+def remove_hetcache(pipe_or_transformer) -> None:
+    """Detach HetCache (caches freed); a no-op when it is not attached."""
+    transformer, pipe = _split(pipe_or_transformer)
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    hook = registry.get_hook(HOOK_NAME)
+    if hook is not None:
+        hook.reset_state(transformer)
+        registry.remove_hook(HOOK_NAME, recurse=False)
+        registry.invalidate_child_registries_cache()
+    if pipe is not None and hasattr(pipe.__dict__.get("prepare_masks"), "_hetcache_original"):
+        del pipe.prepare_masks
+
+
+def get_hetcache(pipe_or_transformer) -> HetCacheHook | None:
+    transformer, _ = _split(pipe_or_transformer)
+    return HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME)
+
+
+def _split(obj):
+    """(transformer, pipeline or None)."""
+    transformer = getattr(obj, "transformer", None)
+    if transformer is not None:
+        if not hasattr(obj, "prepare_masks"):
+            raise ValueError(f"{type(obj).__name__} is not a Wan-VACE pipeline: HetCache needs WanVACEPipeline")
+        return transformer, obj
+    if not hasattr(obj, "vace_blocks"):
+        raise ValueError(f"{type(obj).__name__} is not a WanVACETransformer3DModel: HetCache needs a Wan-VACE model")
+    return obj, None
