@@ -10,6 +10,8 @@ from hetcache_cli.cli.edit import edit
 from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
 from hetcache_cli.cli.eval import eval_cmd
 from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
+from hetcache_cli.cli.selftest import EPILOG as SELFTEST_EPILOG
+from hetcache_cli.cli.selftest import selftest
 from hetcache_cli.cli.run import run
 from hetcache_cli.cli.template import template
 
@@ -25,6 +27,7 @@ app.command(epilog=EDIT_EPILOG)(edit)
 app.command(epilog=RUN_EPILOG)(run)
 app.command()(template)
 app.command("eval", epilog=EVAL_EPILOG)(eval_cmd)
+app.command(epilog=SELFTEST_EPILOG)(selftest)
 
 
 def _version(value: bool) -> None:
