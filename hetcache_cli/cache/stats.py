@@ -93,7 +93,10 @@ class StepStats:
         decisions = {d: 0 for d in DECISIONS}
         for r in self.records:
             decisions[r.decision] += 1
+        first_branch = self.records[0].branch if self.records else None
+        schedule = "".join(r.decision[0].upper() for r in self.records if r.branch == first_branch)
         return {
+            "schedule": schedule,
             "flops": flops,
             "flops_full": flops_full,
             "flops_ratio": (flops / flops_full) if flops_full else 1.0,

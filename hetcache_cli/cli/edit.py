@@ -71,6 +71,31 @@ def result_summary(result) -> dict:
     }
 
 
+def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
+    from hetcache_cli.pipeline.edit import plan_edit, prepare_edit
+
+    prep = prepare_edit(spec, overwrite=overwrite)
+    pipe, _ = pool.get(spec.model, spec.device, spec.dtype)
+    plan = plan_edit(prep, pipe)
+    if json_out:
+        print_json(plan)
+        return
+    t, d = plan["tokens"], plan["decisions"]
+    stdout.print(
+        f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']}, {spec.steps} steps x "
+        f"{plan['branches']} branch(es), cache {plan['cache']['method']}\n"
+        f"schedule  {plan['schedule']}  ({d['full']} full, {d['partial']} partial, {d['reuse']} reuse)\n"
+        f"tokens    {t['total']} total: {t['generative']} generative, {t['margin']} margin, "
+        f"{t['context']} context; {t['active']} computed on partial steps\n"
+        f"FLOPs     {plan['flops'] / 1e12:.3g} TF = {plan['flops_ratio']:.0%} of uncached "
+        f"({plan['flops_full'] / 1e12:.3g} TF)\n"
+        f"cache     {plan['cache_memory_bytes'] / 2**20:.1f} MiB"
+        + ("" if plan["cache_memory_fits"] else "  (exceeds max_cache_memory)")
+        + f"\noutput    {plan['output']} (not written)",
+        highlight=False,
+    )
+
+
 @handle_errors
 def edit(
     video: Annotated[Optional[str], typer.Argument(help="Input video (any format ffmpeg reads).", show_default=False)] = None,
@@ -98,6 +123,7 @@ def edit(
     overwrite: opt.Overwrite = False,
     device: opt.Device = None,
     dtype: opt.Dtype = None,
+    dry_run: opt.DryRun = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -114,6 +140,9 @@ def edit(
 
     from hetcache_cli.pipeline.model import PipelinePool
 
+    if dry_run:
+        show_plan(edit_spec, PipelinePool(), overwrite, json_out)
+        return
     result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out)
     summary = result_summary(result)
     if json_out:

@@ -40,3 +40,6 @@ Dtype = Annotated[Optional[str], typer.Option("--dtype", help="auto | float32 | 
 Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, warnings or summary text.")]
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Output x264 quality: 0 lossless, 18 visually lossless [default: 18].")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Check inputs, print the cache schedule and FLOPs estimate, write nothing.")
+]

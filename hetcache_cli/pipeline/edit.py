@@ -188,6 +188,36 @@ def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | 
     return EditResult(prep.output, prep.stats_path, doc)
 
 
+def plan_edit(prep: PreparedEdit, pipe) -> dict:
+    """What `run_edit` would do, without running it: schedule, token counts, FLOPs, cache memory."""
+    import torch
+
+    from hetcache_cli.cache.planning import describe_run
+
+    pipe.scheduler.set_timesteps(prep.spec.steps, device=pipe.transformer.device)
+    branches = 2 if prep.spec.guidance_scale > 1.0 else 1
+    spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
+    plan = describe_run(
+        pipe.transformer,
+        prep.cache,
+        pipe.scheduler.timesteps,
+        torch.from_numpy(prep.mask),
+        branches=branches,
+        spatial=spatial,
+        temporal=pipe.vae_scale_factor_temporal,
+    )
+    plan.update(
+        output=str(prep.output),
+        frames=prep.plan.frames,
+        height=prep.plan.height,
+        width=prep.plan.width,
+        branches=branches,
+        cache=prep.cache.to_dict(),
+        alignment=prep.messages,
+    )
+    return plan
+
+
 def _settings(prep: PreparedEdit) -> dict:
     spec = prep.spec
     skip = {"video", "mask", "output", "stats", "cache"}

@@ -123,3 +123,42 @@ def test_run_goes_on_past_a_failed_edit(small_clip, tiny_model_dir, tmp_path):
     again = invoke("run", spec)
     assert again.exit_code == 2
     assert "2 skipped" in again.stdout and "1 failed" in again.stdout
+
+
+def test_dry_run_plans_without_writing(small_clip, tiny_model_dir, tmp_path):
+    out = tmp_path / "never.mp4"
+    args = ["edit", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",
+            "--model", tiny_model_dir, "--steps", 6, "--schedule", "FPRPRF", "-o", out, "--dry-run"]
+    r = invoke(*args, "--json")
+    assert r.exit_code == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["schedule"] == "FPRPRF"
+    assert plan["decisions"] == {"full": 2, "partial": 2, "reuse": 2}
+    assert plan["tokens"]["total"] == 48
+    assert 0 < plan["flops_ratio"] < 1
+    text = invoke(*args)
+    assert text.exit_code == 0 and "FPRPRF" in text.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hetcache_stats_follow_the_schedule(small_clip, tiny_model_dir, tmp_path):
+    out = tmp_path / "cached.mp4"
+    r = invoke(
+        "edit", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",
+        "--model", tiny_model_dir, "--steps", 5, "--schedule", "FPRPF", "-o", out, "--json",
+        "--width", 128, "--height", 128,  # an 8x8 token grid, so the active set is a strict subset
+    )
+    assert r.exit_code == 0, r.stderr
+    stats = json.loads((tmp_path / "cached.stats.json").read_text())
+    assert stats["summary"]["schedule"] == "FPRPF"
+    by_step = {(s["step"], s["branch"]): s for s in stats["steps"]}
+    for step, letter in enumerate("FPRPF"):
+        for branch in ("cond", "uncond"):
+            rec = by_step[(step, branch)]
+            assert rec["decision"][0].upper() == letter
+            if letter == "R":
+                assert rec["tokens"]["computed"] == 0 and rec["flops"] == 0
+            if letter == "P":
+                assert 0 < rec["tokens"]["computed"] < rec["tokens"]["total"]
+    assert 0 < stats["summary"]["flops_ratio"] < 1
+    assert stats["summary"]["cache_memory_bytes"] > 0
