@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from hetcache_cli import __version__
+from hetcache_cli.cli.bench import EPILOG as BENCH_EPILOG
+from hetcache_cli.cli.bench import bench
 from hetcache_cli.cli.edit import EPILOG as EDIT_EPILOG
 from hetcache_cli.cli.edit import edit
 from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
@@ -26,6 +28,7 @@ app = typer.Typer(
 app.command(epilog=EDIT_EPILOG)(edit)
 app.command(epilog=RUN_EPILOG)(run)
 app.command()(template)
+app.command(epilog=BENCH_EPILOG)(bench)
 app.command("eval", epilog=EVAL_EPILOG)(eval_cmd)
 app.command(epilog=SELFTEST_EPILOG)(selftest)
 

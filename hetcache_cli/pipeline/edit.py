@@ -56,6 +56,8 @@ class EditResult:
     output: Path
     stats_path: Path
     stats: dict
+    frames: np.ndarray  # [F, H, W, 3] uint8, as written
+    raw: np.ndarray  # [F, H, W, 3] uint8, the model's output before paste-back
 
 
 def default_output(video: Path) -> Path:
@@ -160,9 +162,10 @@ def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | 
         torch.cuda.synchronize(device)
     wall_s = time.perf_counter() - start
 
-    edited = (np.clip(out.frames[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [F, H, W, 3]
+    raw = (np.clip(out.frames[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [F, H, W, 3]
+    edited = raw
     if spec.paste_back:
-        edited = paste_back(edited, prep.frames, prep.mask, spec.paste_dilation, spec.paste_feather)
+        edited = paste_back(raw, prep.frames, prep.mask, spec.paste_dilation, spec.paste_feather)
 
     summary = stats.summary()
     summary["wall_s"] = wall_s
@@ -185,7 +188,7 @@ def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | 
     except BaseException:
         prep.output.unlink(missing_ok=True)
         raise
-    return EditResult(prep.output, prep.stats_path, doc)
+    return EditResult(prep.output, prep.stats_path, doc, edited, raw)
 
 
 def plan_edit(prep: PreparedEdit, pipe) -> dict:
