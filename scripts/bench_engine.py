@@ -1,7 +1,9 @@
-"""Wall-clock of the HetCache engine vs the uncached transformer, on the Wan2.1-VACE-1.3B architecture.
+"""Wall-clock of the HetCache engine vs the uncached transformer, on the Wan2.1-VACE architectures.
 
-Random weights at the real width (D=1536, 12 heads x 128, FFN 8960, text 512 x 4096) and a
-reduced depth (default 2 blocks + 1 VACE block at layer 0: the 2:1 ratio of the real model).
+Random weights at the real width (`--arch 1.3b`: D=1536, 12 heads x 128, FFN 8960; `--arch 14b`:
+D=5120, 40 heads x 128, FFN 13824; text 512 x 4096) and a reduced depth (default 2 blocks + 1
+VACE block at layer 0: the 2:1 ratio of the 1.3B model), or the real depth with `--full-depth`
+(30 blocks, VACE every 2nd / 40 blocks, VACE every 5th).
 The latents, the VACE conditioning (mask folded by `WanVACEPipeline.prepare_masks` itself)
 and the text embeddings are fed straight to the transformer; the denoising loop is a UniPC
 flow-matching scheduler, one guidance branch by default. A short warm-up (excluded), then
@@ -10,6 +12,8 @@ other processes hits all of them); medians reported. Wall-clock and process CPU 
 both measured: on a shared machine CPU time (with --threads 1) is the stable one.
 
     python scripts/bench_engine.py --frames 9 --size 192 --steps 10 --json bench_engine.json
+    python scripts/bench_engine.py --arch 1.3b --full-depth --frames 33 --height 480 --width 832 \
+        --device cuda --dtype bfloat16 --cfg --steps 50 --threads 16      # on a GPU
 
 FLOPs cut = uncached FLOPs / engine FLOPs (analytic, `hetcache_cli.cache.flops`);
 efficiency = speedup / FLOPs cut (1.0 = every saved FLOP saved its time).
@@ -27,19 +31,26 @@ from types import SimpleNamespace
 import torch
 
 
-def build_transformer(layers: int, vace_layers: list[int], seed: int):
+ARCHS = {
+    "1.3b": dict(heads=12, ffn=8960, layers=30, vace_every=2),
+    "14b": dict(heads=40, ffn=13824, layers=40, vace_every=5),
+}
+
+
+def build_transformer(arch: str, layers: int, vace_layers: list[int], seed: int):
     from diffusers import WanVACETransformer3DModel
 
+    spec = ARCHS[arch]
     torch.manual_seed(seed)
     model = WanVACETransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=12,
+        num_attention_heads=spec["heads"],
         attention_head_dim=128,
         in_channels=16,
         out_channels=16,
         text_dim=4096,
         freq_dim=256,
-        ffn_dim=8960,
+        ffn_dim=spec["ffn"],
         num_layers=layers,
         vace_layers=vace_layers,
         vace_in_channels=96,
@@ -47,25 +58,26 @@ def build_transformer(layers: int, vace_layers: list[int], seed: int):
     return model.eval()
 
 
-def build_inputs(transformer, frames: int, size: int, mask_fraction: float, seed: int):
-    """Latents, VACE conditioning and text for one edit; the mask is a centred square box."""
+def build_inputs(transformer, frames: int, height: int, width: int, mask_fraction: float, seed: int,
+                 device: torch.device, dtype: torch.dtype):
+    """Latents, VACE conditioning and text for one edit; the mask is a centred box of `mask_fraction`."""
     from diffusers import WanVACEPipeline
 
     g = torch.Generator().manual_seed(seed)
-    latent_frames, latent_side = (frames - 1) // 4 + 1, size // 8
-    side = int(round(size * mask_fraction**0.5))
-    lo = (size - side) // 2
-    pixel = torch.zeros(frames, size, size, dtype=torch.bool)
-    pixel[:, lo : lo + side, lo : lo + side] = True
+    latent_frames, latent_h, latent_w = (frames - 1) // 4 + 1, height // 8, width // 8
+    box_h, box_w = int(round(height * mask_fraction**0.5)), int(round(width * mask_fraction**0.5))
+    top, left = (height - box_h) // 2, (width - box_w) // 2
+    pixel = torch.zeros(frames, height, width, dtype=torch.bool)
+    pixel[:, top : top + box_h, left : left + box_w] = True
     fake = SimpleNamespace(transformer=transformer, vae_scale_factor_temporal=4, vae_scale_factor_spatial=8)
     folded = WanVACEPipeline.prepare_masks(fake, pixel.float()[None, None].expand(1, 3, -1, -1, -1), [[]])
-    video_latents = torch.randn(1, 32, latent_frames, latent_side, latent_side, generator=g)
+    video_latents = torch.randn(1, 32, latent_frames, latent_h, latent_w, generator=g)
     return dict(
-        latents=torch.randn(1, 16, latent_frames, latent_side, latent_side, generator=g),
-        control=torch.cat([video_latents, folded], dim=1),
-        text=torch.randn(1, 512, 4096, generator=g),
-        negative=torch.randn(1, 512, 4096, generator=g),
-        pixel_mask=pixel,
+        latents=torch.randn(1, 16, latent_frames, latent_h, latent_w, generator=g).to(device),
+        control=torch.cat([video_latents, folded], dim=1).to(device, dtype),
+        text=torch.randn(1, 512, 4096, generator=g).to(device, dtype),
+        negative=torch.randn(1, 512, 4096, generator=g).to(device, dtype),
+        pixel_mask=pixel.to(device),
     )
 
 
@@ -73,15 +85,18 @@ def build_inputs(transformer, frames: int, size: int, mask_fraction: float, seed
 def denoise(transformer, scheduler, inputs: dict, steps: int, cfg: bool) -> torch.Tensor:
     scheduler.set_timesteps(steps)
     latents = inputs["latents"].clone()
+    dtype = inputs["text"].dtype
     for t in scheduler.timesteps:
         kwargs = dict(timestep=t.expand(1), control_hidden_states=inputs["control"], return_dict=False)
         with transformer.cache_context("cond"):
-            pred = transformer(latents, encoder_hidden_states=inputs["text"], **kwargs)[0]
+            pred = transformer(latents.to(dtype), encoder_hidden_states=inputs["text"], **kwargs)[0]
         if cfg:
             with transformer.cache_context("uncond"):
-                uncond = transformer(latents, encoder_hidden_states=inputs["negative"], **kwargs)[0]
+                uncond = transformer(latents.to(dtype), encoder_hidden_states=inputs["negative"], **kwargs)[0]
             pred = uncond + 5.0 * (pred - uncond)
-        latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+        latents = scheduler.step(pred.float(), t, latents, return_dict=False)[0]
+    if latents.is_cuda:
+        torch.cuda.synchronize(latents.device)
     return latents
 
 
@@ -144,10 +159,16 @@ def bench(configs: dict, transformer, scheduler, inputs, args) -> list[dict]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=sorted(ARCHS), default="1.3b")
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--size", type=int, default=192, help="square frame side in pixels (multiple of 16)")
+    parser.add_argument("--height", type=int, help="frame height (multiple of 16); overrides --size")
+    parser.add_argument("--width", type=int, help="frame width (multiple of 16); overrides --size")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vace-layers", type=int, nargs="+", default=[0])
+    parser.add_argument("--full-depth", action="store_true", help="the real depth and VACE layers of --arch")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mask-fraction", type=float, default=0.15)
@@ -163,9 +184,14 @@ def main(argv=None) -> int:
     from hetcache_cli.cache import build_config
 
     torch.set_num_threads(args.threads)
-    transformer = build_transformer(args.layers, args.vace_layers, args.seed)
+    if args.full_depth:
+        spec = ARCHS[args.arch]
+        args.layers, args.vace_layers = spec["layers"], list(range(0, spec["layers"], spec["vace_every"]))
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    height, width = args.height or args.size, args.width or args.size
+    transformer = build_transformer(args.arch, args.layers, args.vace_layers, args.seed).to(device, dtype)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    inputs = build_inputs(transformer, args.frames, args.size, args.mask_fraction, args.seed)
+    inputs = build_inputs(transformer, args.frames, height, width, args.mask_fraction, args.seed, device, dtype)
 
     configs = {"uncached": None} | {p: build_config(preset=p) for p in args.presets}
     results = bench(configs, transformer, scheduler, inputs, args)
@@ -192,7 +218,9 @@ def main(argv=None) -> int:
               f"{r['cpu_speedup']:>10.2f}x {r['cpu_efficiency']:>8.2f} {r['rel_l1_vs_uncached']:>7.3f}")
     meta = {
         "argv": sys.argv[1:], "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "model": {"dim": 1536, "heads": 12, "ffn": 8960, "layers": args.layers, "vace_layers": args.vace_layers},
+        "model": {"arch": args.arch, "heads": ARCHS[args.arch]["heads"], "ffn": ARCHS[args.arch]["ffn"],
+                  "layers": args.layers, "vace_layers": args.vace_layers},
+        "device": str(device), "dtype": args.dtype, "frames": args.frames, "height": height, "width": width,
         "tokens": rows[1].get("tokens") if len(rows) > 1 else None,
     }
     with open(args.json, "w") as f:
