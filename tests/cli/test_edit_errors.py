@@ -132,8 +132,9 @@ def test_folder_without_model_index(small_clip, out_dir, tmp_path):
 
 
 def test_hub_id_not_cached(small_clip, out_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     r = invoke(*edit_args(small_clip["video"], small_clip["mask"], out_dir, "--model", "someone/not-a-model"))
     assert_usage_error(r, "not in the local Hugging Face cache", out_dir)
 
