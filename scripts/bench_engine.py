@@ -188,10 +188,12 @@ def main(argv=None) -> int:
         spec = ARCHS[args.arch]
         args.layers, args.vace_layers = spec["layers"], list(range(0, spec["layers"], spec["vace_every"]))
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    height, width = args.height or args.size, args.width or args.size
-    transformer = build_transformer(args.arch, args.layers, args.vace_layers, args.seed).to(device, dtype)
+    frame_h, frame_w = args.height or args.size, args.width or args.size
+    transformer = build_transformer(args.arch, args.layers, args.vace_layers, args.seed).to(device)
+    if dtype != torch.float32:
+        transformer = transformer.to(dtype)  # diffusers warns: its fp32-kept norms are cast too
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    inputs = build_inputs(transformer, args.frames, height, width, args.mask_fraction, args.seed, device, dtype)
+    inputs = build_inputs(transformer, args.frames, frame_h, frame_w, args.mask_fraction, args.seed, device, dtype)
 
     configs = {"uncached": None} | {p: build_config(preset=p) for p in args.presets}
     results = bench(configs, transformer, scheduler, inputs, args)
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
         "argv": sys.argv[1:], "torch": torch.__version__, "threads": torch.get_num_threads(),
         "model": {"arch": args.arch, "heads": ARCHS[args.arch]["heads"], "ffn": ARCHS[args.arch]["ffn"],
                   "layers": args.layers, "vace_layers": args.vace_layers},
-        "device": str(device), "dtype": args.dtype, "frames": args.frames, "height": height, "width": width,
+        "device": str(device), "dtype": args.dtype, "frames": args.frames, "height": frame_h, "width": frame_w,
         "tokens": rows[1].get("tokens") if len(rows) > 1 else None,
     }
     with open(args.json, "w") as f:
