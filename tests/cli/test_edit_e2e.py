@@ -162,3 +162,20 @@ def test_hetcache_stats_follow_the_schedule(small_clip, tiny_model_dir, tmp_path
                 assert 0 < rec["tokens"]["computed"] < rec["tokens"]["total"]
     assert 0 < stats["summary"]["flops_ratio"] < 1
     assert stats["summary"]["cache_memory_bytes"] > 0
+
+
+def test_demo_fast_preset_spends_at_most_40_percent(tmp_path):
+    """The acceptance check of the engine on the shipped demo clip and embedded model."""
+    from hetcache_cli.resources import demo_dir
+
+    out = tmp_path / "demo_fast.mp4"
+    r = invoke(
+        "edit", demo_dir() / "input.mp4", "--mask", demo_dir() / "mask.png", "--prompt", "a red ball",
+        "--preset", "fast", "-o", out, "--json",
+    )
+    assert r.exit_code == 0, r.stderr
+    stats = json.loads((tmp_path / "demo_fast.stats.json").read_text())
+    decisions = stats["summary"]["decisions"]
+    assert decisions["full"] > 0 and decisions["partial"] > 0 and decisions["reuse"] > 0
+    assert stats["summary"]["flops_ratio"] <= 0.40
+    assert stats["settings"]["cache"]["preset"] == "fast"
