@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,9 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in PATH_FIELDS:
         if isinstance(out.get(key), str):
             p = Path(out[key]).expanduser()
-            out[key] = str(p if p.is_absolute() else base / p)
+            out[key] = os.path.normpath(p if p.is_absolute() else base / p)
     model = out.get("model")
     if isinstance(model, str) and (model.startswith((".", "/", "~")) or (base / model).exists()):
         p = Path(model).expanduser()
-        out["model"] = str(p if p.is_absolute() else base / p)
+        out["model"] = os.path.normpath(p if p.is_absolute() else base / p)
     return out
