@@ -20,7 +20,7 @@ from hetcache_cli.errors import HetcacheError
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILURE, EXIT_INTERRUPTED = 1, 130  # bad input exits with InputError.exit_code (2)
 
 
 def debug_enabled() -> bool:
