@@ -181,6 +181,30 @@ def vace_conditioning(pipe, source: np.ndarray, mask: np.ndarray) -> torch.Tenso
 
 
 @torch.no_grad()
+def vace_conditioning_batch(pipe, items: list[tuple[np.ndarray, np.ndarray]]) -> list[torch.Tensor]:
+    """vace_conditioning for several (source, mask) pairs of one size with a single VAE encode.
+
+    The same steps as `WanVACEPipeline.prepare_video_latents` (binarised mask, inactive = video *
+    (1 - m), reactive = video * m, argmax latents, (z - mean) / std) and `prepare_masks`, batched:
+    the pipeline encodes one video at a time, which on a CPU costs several times more per clip.
+    """
+    f, h, w = items[0][1].shape
+    videos, masks, refs = [], [], []
+    for source, mask in items:
+        video, m, ref = pipe.preprocess_conditions(to_pil(source), mask_pil(mask), None, 1, h, w, f, torch.float32, CPU)
+        videos.append(video)
+        masks.append(m)
+        refs.append(ref)
+    video, m = torch.cat(videos), torch.where(torch.cat(masks) > 0.5, 1.0, 0.0)
+    z = pipe.vae.encode(torch.cat([video * (1 - m), video * m])).latent_dist.mode()
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
+    z = (z.float() - mean) / std
+    n = len(items)
+    return [torch.cat([z[i], z[n + i], pipe.prepare_masks(masks[i], refs[i], None)[0]]) for i in range(n)]
+
+
+@torch.no_grad()
 def target_latents(pipe, clips: list[np.ndarray]) -> torch.Tensor:
     """[N, z, T, h, w]: posterior modes normalised as the pipeline un-normalises before decoding."""
     h, w = clips[0].shape[1:3]
@@ -189,6 +213,18 @@ def target_latents(pipe, clips: list[np.ndarray]) -> torch.Tensor:
     mean = torch.tensor(pipe.vae.config.latents_mean).view(1, -1, 1, 1, 1)
     std = torch.tensor(pipe.vae.config.latents_std).view(1, -1, 1, 1, 1)
     return (z - mean) / std
+
+
+@torch.no_grad()
+def vae_heldout_psnr(pipe, clips: int = 3) -> list[float]:
+    """Reconstruction PSNR (dB) per frame, averaged over held-out 17x160x160 clips (the demo's size)."""
+    rng = np.random.default_rng([12345, 3])  # a stream no training stage draws from
+    mse = 0.0
+    for _ in range(clips):
+        video = pipe.video_processor.preprocess_video(to_pil(render(random_scene(rng, 17, 160, 160))[0]), 160, 160)
+        rec = pipe.vae.decode(pipe.vae.encode(video).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = mse + (rec - video).pow(2).mean(dim=(0, 1, 3, 4)) / clips
+    return [round(10 * math.log10(4 / m), 2) for m in mse.tolist()]
 
 
 # ---------------------------------------------------------------- training state
@@ -363,6 +399,7 @@ class Trainer:
         std = z.std(dim=(0, 2, 3, 4))
         self.pipe.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
         self.log(latents_mean=[round(v, 3) for v in mean.tolist()], latents_std=[round(v, 3) for v in std.tolist()])
+        self.log(vae_heldout_psnr_per_frame=vae_heldout_psnr(self.pipe))
         self.next_stage("pool")
         self.save()
 
@@ -372,17 +409,29 @@ class Trainer:
 
     @torch.no_grad()
     def build_pool(self) -> bool:
+        """Scenes in groups of `pool_group` of one bucket, encoded together; a scene's data depends
+        on its index only (and its group's bucket on the group's index), so a resumed pool is the same."""
         self.pipe.vae.eval()
+        group = self.args.pool_group
         while self.progress(self.args.pool_scenes, self.args.pool_minutes) < 1:
-            rng = np.random.default_rng([self.args.seed, 1, self.step])  # a scene's data depends on its index only
-            bucket = BUCKETS[rng.choice(len(BUCKETS), p=BUCKET_WEIGHTS)]
-            edits = random_edits(rng, *bucket, n=self.args.edits_per_scene)
-            cond = vace_conditioning(self.pipe, edits[0].source, edits[0].mask)[0]
-            x0 = target_latents(self.pipe, [e.target for e in edits])
-            torch.save({"cond": cond.half(), "x0": x0.half(), "prompts": [e.prompt for e in edits]}, self.pool_shard(self.step))
-            self.step += 1
+            first = self.step
+            bucket = BUCKETS[np.random.default_rng([self.args.seed, 2, first // group]).choice(len(BUCKETS), p=BUCKET_WEIGHTS)]
+            scenes = [random_edits(np.random.default_rng([self.args.seed, 1, first + j]), *bucket, n=self.args.edits_per_scene) for j in range(group)]
+            conds = vace_conditioning_batch(self.pipe, [(e[0].source, e[0].mask) for e in scenes])
+            if first == 0:  # the batched conditioning is the pipeline's, up to batched-conv rounding
+                ref = vace_conditioning(self.pipe, scenes[0][0].source, scenes[0][0].mask)[0]
+                err = (ref - conds[0]).abs().max().item()
+                self.log(batched_conditioning_max_abs_err=err)
+                if err > 1e-3:
+                    sys.exit(f"batched VACE conditioning differs from the pipeline's by {err}")
+            x0 = target_latents(self.pipe, [e.target for edits in scenes for e in edits])
+            per = self.args.edits_per_scene
+            for j, edits in enumerate(scenes):
+                shard = {"cond": conds[j].half(), "x0": x0[j * per : (j + 1) * per].half(), "prompts": [e.prompt for e in edits]}
+                torch.save(shard, self.pool_shard(first + j))
+            self.step += group
             self.pool_count = self.step
-            if self.step % 10 == 0:
+            if self.step % (10 * group) == 0:
                 self.log(scenes=self.step, bucket=bucket, active_min=round(self.active_minutes(), 1))
             if self.maybe_checkpoint():
                 return False
@@ -504,7 +553,8 @@ def main():
     p.add_argument("--vae-crop", type=int, default=32, help="side of a VAE training crop, pixels (<= 64)")
     p.add_argument("--vae-lr", type=float, default=5e-4)
     p.add_argument("--pool-scenes", type=int, default=500, help="scene cap of the pool")
-    p.add_argument("--edits-per-scene", type=int, default=4)
+    p.add_argument("--edits-per-scene", type=int, default=6)
+    p.add_argument("--pool-group", type=int, default=4, help="scenes of one size encoded in one VAE batch")
     p.add_argument("--dit-steps", type=int, default=20000, help="step cap of the transformer stage")
     p.add_argument("--dit-batch", type=int, default=4)
     p.add_argument("--dit-lr", type=float, default=4e-4)

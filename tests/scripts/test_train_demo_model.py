@@ -91,3 +91,18 @@ def test_target_latents_invert_the_pipeline_decode(pipe):
         torch.testing.assert_close(x0 * 2.0 + 0.5, z, atol=1e-5, rtol=1e-5)
     finally:
         pipe.vae.register_to_config(latents_mean=[0.0] * 8, latents_std=[1.0] * 8)
+
+
+def test_batched_conditioning_matches_the_pipelines_one_at_a_time(trained_layout_pipe):
+    pipe = trained_layout_pipe
+    pipe.vae.register_to_config(latents_mean=[0.1] * 8, latents_std=[1.5] * 8)
+    try:
+        items = []
+        for seed in (4, 5, 6):
+            e = T.random_edits(np.random.default_rng(seed), 5, 64, 80, n=1)[0]
+            items.append((e.source, e.mask))
+        batched = T.vace_conditioning_batch(pipe, items)
+        for (source, mask), got in zip(items, batched):
+            torch.testing.assert_close(got, T.vace_conditioning(pipe, source, mask)[0], atol=1e-4, rtol=1e-4)
+    finally:
+        pipe.vae.register_to_config(latents_mean=[0.0] * 8, latents_std=[1.0] * 8)
