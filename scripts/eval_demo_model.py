@@ -4,7 +4,7 @@
     python scripts/eval_demo_model.py assets/model --scenes 4 --json runs/eval.json
 
 Every edit runs through the real `WanVACEPipeline` call (loaded with hetcache's `load_pipeline`,
-the CLI's default steps and guidance, no paste-back). Per edit, against the generator's ground truth:
+the CLI's default steps and guidance for that model folder, no paste-back). Per edit, against the generator's ground truth:
   psnr_in    inside the mask: the model vs trivial fills (mean colour of the unmasked area per frame;
              temporal fill from the nearest frame where the pixel is unmasked, else the mean colour)
   psnr_bg    outside the mask, the model against the source (the pipeline regenerates everything)
@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from hetcache_cli.io.synthetic import COLORS, SceneSpec, render  # noqa: E402
 from hetcache_cli.pipeline.model import ModelRef, load_pipeline  # noqa: E402
+from hetcache_cli.spec.load import model_defaults  # noqa: E402
 from hetcache_cli.spec.schema import EditSpec  # noqa: E402
 from train_demo_model import make_mask, make_target, mask_pil, random_scene  # noqa: E402
 
@@ -120,12 +121,15 @@ def main():
     p.add_argument("--scenes", type=int, default=3, help="held-out random scenes besides the demo clip")
     p.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")), default=(17, 160, 160), help="FxHxW")
     p.add_argument("--seed", type=int, default=1000)
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
-    p.add_argument("--guidance", type=float, default=DEFAULTS["guidance_scale"])
+    p.add_argument("--steps", type=int, help="default: the CLI's for this model")
+    p.add_argument("--guidance", type=float, help="default: the CLI's for this model (hetcache_defaults.json, else 5)")
     p.add_argument("--margin-db", type=float, default=2.0, help="required PSNR lead over the best trivial fill")
     p.add_argument("--json", default="runs/eval_demo_model.json")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
+    cli = {**DEFAULTS, **model_defaults(args.model_dir)}
+    args.steps = cli["steps"] if args.steps is None else args.steps
+    args.guidance = cli["guidance_scale"] if args.guidance is None else args.guidance
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(ModelRef(args.model_dir, Path(args.model_dir)), torch.device("cpu"), torch.float32)
 

@@ -16,7 +16,7 @@ Model = Annotated[
     Optional[str], typer.Option("--model", help="Diffusers Wan-VACE folder or cached hub id [default: embedded demo model].")
 ]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps [default: 30].")]
-Guidance = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance [default: 5.0].")]
+Guidance = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance, 1 = off [default: the model folder's hetcache_defaults.json, else 5.0].")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
 Frames = Annotated[Optional[int], typer.Option("--frames", help="Frames to edit, 4k+1 [default: as many as fit].")]
 Width = Annotated[Optional[int], typer.Option("--width", help="Width, a multiple of 16 [default: from the video].")]

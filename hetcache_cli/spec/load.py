@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import yaml
 
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
+from hetcache_cli.resources import embedded_model_dir
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
     DEVICES,
@@ -104,13 +106,41 @@ def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
     if missing:
         flags = ", ".join(f"--{k}" if k != "video" else "VIDEO" for k in missing)
         raise SpecError(f"{where}: missing {', '.join(missing)}; give {flags} or set them in the spec")
-    spec = EditSpec(**values)
+    spec = EditSpec(**merge_values(model_defaults(values.get("model")), values))
     _check_ranges(spec, where)
     try:
         spec.cache_config()
     except (ValueError, FileNotFoundError) as exc:
         raise SpecError(f"{where}: cache: {exc}") from exc
     return spec
+
+
+MODEL_DEFAULTS_FILE = "hetcache_defaults.json"
+MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt")
+
+
+def model_defaults(model: str | None) -> dict[str, Any]:
+    """The sampling defaults a model folder recommends in `hetcache_defaults.json`, if it has one.
+
+    They rank below flags and spec values and above EditSpec's built-in defaults (the embedded demo
+    model ships one: it is sharpest at a lower guidance than Wan2.1's 5.0). Hub ids and folders
+    without the file give {}.
+    """
+    folder = embedded_model_dir() if model in (None, "embedded") else Path(model).expanduser()
+    path = folder / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: not valid JSON ({exc}); fix or delete the file") from exc
+    if not isinstance(values, dict):
+        raise SpecError(f"{path}: expected an object of defaults, got {type(values).__name__}")
+    extra = sorted(set(values) - set(MODEL_DEFAULT_KEYS))
+    if extra:
+        raise SpecError(f"{path}: unknown keys {extra}; a model folder may set only {', '.join(MODEL_DEFAULT_KEYS)}")
+    check_values(values, str(path))
+    return values
 
 
 def _check_type(key: str, value: Any, accepted: tuple[type, ...], where: str) -> None:

@@ -1,6 +1,7 @@
 """The edit spec: one edit's settings, the one home of every edit default (no torch import).
 
-Precedence: CLI flag > YAML spec > the defaults below (and, for `cache:`, a preset's values).
+Precedence: CLI flag > YAML spec > the model folder's `hetcache_defaults.json` (steps, guidance_scale,
+negative_prompt) > the defaults below (and, for `cache:`, a preset's values).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class EditSpec:
         max_area (`int`, defaults to `399360`): When width/height are not given, larger videos are scaled
             down to at most this many pixels per frame (480x832).
         steps (`int`, defaults to `30`): Denoising steps.
-        guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance).
+        guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance). A
+            model folder's `hetcache_defaults.json` may recommend another default (the embedded model does).
         seed (`int`, defaults to `0`): Random seed.
         mask_threshold (`float`, defaults to `0.5`): Mask pixels brighter than this (0..1) are edited.
         mask_invert (`bool`, defaults to `False`): Edit the dark part of the mask instead.

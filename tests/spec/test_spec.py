@@ -1,9 +1,11 @@
+import json
+
 import pytest
 import yaml
 
 from hetcache_cli.cache.config import HetCacheConfig, build_config, parse_bytes
 from hetcache_cli.errors import InputError
-from hetcache_cli.spec.load import build_spec, load_spec_file, merge_values
+from hetcache_cli.spec.load import build_spec, load_spec_file, merge_values, model_defaults
 from hetcache_cli.spec.schema import EditSpec, edit_defaults
 from hetcache_cli.spec.template import render_template
 
@@ -22,7 +24,8 @@ def test_single_edit_paths_resolve_against_spec_folder(tmp_path):
     assert values["video"] == str(sub.resolve() / "clips/a.mp4")
     assert values["mask"] == "/abs/m.png"
     spec = build_spec(values)
-    assert spec.steps == 4 and spec.guidance_scale == edit_defaults()["guidance_scale"]
+    expected = model_defaults(None).get("guidance_scale", edit_defaults()["guidance_scale"])
+    assert spec.steps == 4 and spec.guidance_scale == expected
 
 
 def test_batch_file_with_defaults(tmp_path):
@@ -140,3 +143,39 @@ def test_template_is_valid_spec_with_every_key(tmp_path):
     [values] = load_spec_file(write(tmp_path, text))
     spec = build_spec(values)
     assert spec.steps == edit_defaults()["steps"]
+
+
+def _model_folder(tmp_path, defaults):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    if defaults is not None:
+        (folder / "hetcache_defaults.json").write_text(defaults if isinstance(defaults, str) else json.dumps(defaults))
+    return str(folder)
+
+
+def test_model_folder_defaults_rank_below_flags_and_specs(tmp_path):
+    base = {"video": "a.mp4", "mask": "m.png", "prompt": "a red ball"}
+    model = _model_folder(tmp_path, {"guidance_scale": 1.5, "steps": 12})
+    spec = build_spec({**base, "model": model})
+    assert (spec.guidance_scale, spec.steps, spec.seed) == (1.5, 12, edit_defaults()["seed"])
+    spec = build_spec({**base, "model": model, "guidance_scale": 7.0})
+    assert (spec.guidance_scale, spec.steps) == (7.0, 12)
+    (tmp_path / "plain").mkdir()
+    plain = build_spec({**base, "model": _model_folder(tmp_path / "plain", None)})
+    assert plain.guidance_scale == edit_defaults()["guidance_scale"] == 5.0
+    assert model_defaults("Wan-AI/Wan2.1-VACE-1.3B-diffusers") == {}
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected an object"),
+        ({"seed": 3}, "may set only steps, guidance_scale, negative_prompt"),
+        ({"guidance_scale": "high"}, "guidance_scale must be float"),
+    ],
+)
+def test_bad_model_defaults_file_is_an_input_error(tmp_path, content, fragment):
+    model = _model_folder(tmp_path, content)
+    with pytest.raises(InputError, match=fragment):
+        build_spec({"video": "a.mp4", "mask": "m.png", "prompt": "p", "model": model})
