@@ -528,6 +528,10 @@ class Trainer:
     def export(self, path: Path, use_ema: bool = True):
         if use_ema and self.stage in ("dit", "done"):
             self.pipe.transformer.load_state_dict(self.ema)
+        backend = getattr(self.pipe.tokenizer, "_tokenizer", None)
+        if backend is not None:  # encode_prompt left padding/truncation state on the fast tokenizer
+            backend.no_padding()
+            backend.no_truncation()
         self.pipe.save_pretrained(path, safe_serialization=True)
         info = {"stage": self.stage, "step": self.step, "ema": use_ema, "config": self.cfg.to_dict(), "args": vars(self.args)}
         (Path(path) / "hetcache_training.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -78,7 +78,7 @@ def test_estimate_reads_only_the_header(small_clip, tmp_path):
     assert probe_video(str(tmp_path / "missing.mp4")) is None
     base = {"video": str(small_clip["video"]), "mask": str(small_clip["mask"]), "prompt": "p", "steps": 3}
     out = tmp_path / "o.mp4"
-    cost, key = estimate("e", {**base, "output": str(out)}, overwrite=False)
+    cost, key = estimate("e", {**base, "output": str(out), "guidance_scale": 5.0}, overwrite=False)
     assert cost == 9 * 64 * 64 * 3 * 2 and key == str(out.resolve())
     cost, _ = estimate("e", {**base, "output": str(out), "guidance_scale": 1.0, "frames": 5}, overwrite=False)
     assert cost == 5 * 64 * 64 * 3
