@@ -37,7 +37,7 @@ from hetcache_cli.io.synthetic import COLORS, SceneSpec, render  # noqa: E402
 from hetcache_cli.pipeline.model import ModelRef, load_pipeline  # noqa: E402
 from hetcache_cli.spec.load import model_defaults  # noqa: E402
 from hetcache_cli.spec.schema import EditSpec  # noqa: E402
-from train_demo_model import make_mask, make_target, mask_pil, random_scene  # noqa: E402
+from demo_data import make_mask, make_target, mask_pil, random_scene  # noqa: E402
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(EditSpec)}
 EVAL_STREAM = 7  # rng stream id; training uses default_rng(seed) and default_rng([seed, 1, i])

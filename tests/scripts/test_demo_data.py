@@ -1,4 +1,4 @@
-"""The demo model's training data and conditioning: built exactly as WanVACEPipeline builds them."""
+"""The demo model's training data and conditioning (scripts/demo_data.py): built exactly as WanVACEPipeline builds them."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-import train_demo_model as T  # noqa: E402
+import demo_data as T  # noqa: E402
 
 from hetcache_cli.pipeline.tiny import VOCABULARY, TinyConfig, build_tiny_pipeline  # noqa: E402
 
