@@ -24,6 +24,9 @@ def configs_dir() -> Path:
     return _data_dir("configs")
 
 
+EMBEDDED_MODEL = "embedded"  # what `--model` names the embedded model (or leave it out)
+
+
 def embedded_model_dir() -> Path:
     return assets_dir() / "model"
 

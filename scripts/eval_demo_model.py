@@ -80,7 +80,7 @@ def run_edit(pipe, source: np.ndarray, mask: np.ndarray, prompt: str, args) -> n
     f, h, w = mask.shape
     out = pipe(
         prompt=prompt,
-        negative_prompt=DEFAULTS["negative_prompt"],
+        negative_prompt=args.negative_prompt,
         video=[PIL.Image.fromarray(x) for x in source],
         mask=mask_pil(mask),
         height=h,
@@ -130,6 +130,7 @@ def main():
     cli = {**DEFAULTS, **model_defaults(args.model_dir)}
     args.steps = cli["steps"] if args.steps is None else args.steps
     args.guidance = cli["guidance_scale"] if args.guidance is None else args.guidance
+    args.negative_prompt = cli["negative_prompt"]
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(ModelRef(args.model_dir, Path(args.model_dir)), torch.device("cpu"), torch.float32)
 

@@ -13,11 +13,10 @@ from pathlib import Path
 import torch
 
 from hetcache_cli.errors import HetcacheError, InputError
-from hetcache_cli.resources import embedded_model_dir
+from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -29,13 +28,13 @@ class ModelRef:
 
 def resolve_model(model: str | None) -> ModelRef:
     """Map `--model` to a local diffusers folder, or raise InputError saying how to get one."""
-    if model is None or model == EMBEDDED:
+    if model is None or model == EMBEDDED_MODEL:
         path = embedded_model_dir()
         if not (path / "model_index.json").is_file():
             raise InputError(
                 f"the embedded model is missing from {path}; reinstall hetcache from a full checkout"
             )
-        return ModelRef(EMBEDDED, path)
+        return ModelRef(EMBEDDED_MODEL, path)
     path = Path(model).expanduser()
     if path.exists():
         _check_wan_vace_folder(path)

@@ -11,7 +11,7 @@ import yaml
 
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
-from hetcache_cli.resources import embedded_model_dir
+from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
     DEVICES,
@@ -126,7 +126,7 @@ def model_defaults(model: str | None) -> dict[str, Any]:
     model ships one: it is sharpest at a lower guidance than Wan2.1's 5.0). Hub ids and folders
     without the file give {}.
     """
-    folder = embedded_model_dir() if model in (None, "embedded") else Path(model).expanduser()
+    folder = embedded_model_dir() if model in (None, EMBEDDED_MODEL) else Path(model).expanduser()
     path = folder / MODEL_DEFAULTS_FILE
     if not path.is_file():
         return {}

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from hetcache_cli.errors import InputError
-from hetcache_cli.pipeline.model import EMBEDDED, PipelinePool, resolve_dtype, resolve_model
+from hetcache_cli.pipeline.model import PipelinePool, resolve_dtype, resolve_model
+from hetcache_cli.resources import EMBEDDED_MODEL
 
 
 def test_embedded_model_is_found_and_loads():
     ref = resolve_model(None)
-    assert ref.name == EMBEDDED and (ref.path / "model_index.json").is_file()
+    assert ref.name == EMBEDDED_MODEL and (ref.path / "model_index.json").is_file()
     pipe, info = PipelinePool().get(None, "cpu", "auto")
     assert type(pipe).__name__ == "WanVACEPipeline"
     assert info["dtype"] == "float32" and pipe.vae.dtype == torch.float32
