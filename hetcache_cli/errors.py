@@ -11,3 +11,7 @@ class InputError(HetcacheError):
     """Bad input from the user. The message is one line: what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during an edit that kept resumable work; the message says where and how to continue."""

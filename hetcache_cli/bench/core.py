@@ -159,7 +159,7 @@ def _run(prep: PreparedEdit, pipe, model_info: dict, progress, label: str):
     if progress is not None:
         progress.start(label, prep.spec.steps)
     try:
-        return run_edit(prep, pipe, model_info, progress=progress.update if progress is not None else None)
+        return run_edit(prep, pipe, model_info, progress=progress.update if progress is not None else None, keep_frames=True)
     finally:
         if progress is not None:
             progress.stop()

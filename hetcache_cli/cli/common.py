@@ -15,7 +15,7 @@ from typing import Any, Callable
 import typer
 from rich.console import Console
 
-from hetcache_cli.errors import HetcacheError
+from hetcache_cli.errors import HetcacheError, Interrupted
 
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
@@ -39,6 +39,7 @@ def setup_logging(quiet: bool = False) -> None:
         dlog.set_verbosity_error()
         tlog.set_verbosity_error()
         dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
     except ImportError:
         pass
 
@@ -54,7 +55,8 @@ def fail(exc: BaseException) -> typer.Exit:
         stderr.print(f"[red]error:[/red] {error_message(exc)}", highlight=False, markup=True)
         return typer.Exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        stderr.print("[red]interrupted[/red]: nothing was written", highlight=False)
+        detail = str(exc) if isinstance(exc, Interrupted) and str(exc) else "nothing was written"
+        stderr.print(f"[red]interrupted[/red]: {detail}", highlight=False)
         return typer.Exit(EXIT_INTERRUPTED)
     stderr.print(
         f"[red]error:[/red] {type(exc).__name__}: {error_message(exc)} (set HETCACHE_DEBUG=1 for the traceback)",
@@ -86,10 +88,12 @@ def print_json(data: Any) -> None:
 
 
 class StepProgress:
-    """A progress bar over denoising steps on stderr (silent when quiet)."""
+    """A progress bar over denoising steps (of every window) on stderr, with an ETA (silent when quiet)."""
 
     def __init__(self, label: str, total: int, quiet: bool = False) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )  # fmt: skip
 
         self._progress = None
         if not quiet:
@@ -98,6 +102,8 @@ class StepProgress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
                 console=stderr,
                 transient=False,
             )
@@ -112,6 +118,7 @@ class StepProgress:
         if self._progress is not None:
             self._progress.stop()
 
-    def update(self, done: int, total: int) -> None:
+    def update(self, done: int, total: int, label: str | None = None) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=done, total=total)
+            extra = {} if label is None else {"description": label}
+            self._progress.update(self._task, completed=done, total=total, **extra)

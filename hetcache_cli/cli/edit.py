@@ -20,6 +20,11 @@ Examples:
   hetcache edit clip.mp4 -m mask.png -p "a red vintage car" --model Wan-AI/Wan2.1-VACE-1.3B-diffusers --preset fast
 
   hetcache edit --spec configs/example_edit.yaml --steps 20 --json
+
+  hetcache edit long.mp4 -m track.mp4 -p "a red car" --window-frames 81 --window-overlap 16 --resume
+
+A clip longer than --window-frames is edited in overlapping windows (every frame kept); an
+interrupted long edit keeps its finished windows beside the output: rerun with --resume.
 """
 
 
@@ -44,14 +49,20 @@ def spec_from_cli(spec_file: Path | None, flags: dict, where: str = "edit"):
     return build_spec(merge_values(base, flags), where)
 
 
-def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising"):
-    """Check inputs, load (or reuse) the model, run the edit with a progress bar."""
+def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", resume: bool = False):
+    """Check inputs, load (or reuse) the model, run the edit with one progress bar over windows x steps."""
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
     pipe, info = pool.get(spec.model, spec.device, spec.dtype)
-    with StepProgress(label, spec.steps, quiet=quiet) as bar:
-        return run_edit(prep, pipe, info, progress=bar.update)
+    n = len(prep.windows)
+    with StepProgress(label, spec.steps * n, quiet=quiet) as bar:
+
+        def update(done: int, total: int) -> None:
+            window = min(done // spec.steps + 1, n)
+            bar.update(done, total, None if n == 1 else f"{label} (window {window}/{n})")
+
+        return run_edit(prep, pipe, info, progress=update, resume=resume)
 
 
 def result_summary(result) -> dict:
@@ -68,6 +79,7 @@ def result_summary(result) -> dict:
         "wall_s": round(s["wall_s"], 3),
         "flops_ratio": round(s["flops_ratio"], 4),
         "decisions": s["decisions"],
+        "windows": s["windows"],
     }
 
 
@@ -80,20 +92,35 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     if json_out:
         print_json(plan)
         return
-    t, d = plan["tokens"], plan["decisions"]
-    stdout.print(
+    t, d, windows = plan["tokens"], plan["decisions"], plan["windows"]
+    lines = [
         f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']}, {spec.steps} steps x "
-        f"{plan['branches']} branch(es), cache {plan['cache']['method']}\n"
-        f"schedule  {plan['schedule']}  ({d['full']} full, {d['partial']} partial, {d['reuse']} reuse)\n"
-        f"tokens    {t['total']} total: {t['generative']} generative, {t['margin']} margin, "
-        f"{t['context']} context; {t['active']} computed on partial steps\n"
+        f"{plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s)",
+        f"schedule  {plan['schedule']}  ({d['full']} full, {d['partial']} partial, {d['reuse']} reuse forwards)",
+    ]
+    if len(windows) == 1:
+        lines.append(
+            f"tokens    {t['total']} total: {t['generative']} generative, {t['margin']} margin, "
+            f"{t['context']} context; {t['active']} computed on partial steps"
+        )
+    else:
+        for w in windows:
+            wt = w["tokens"]
+            lines.append(
+                f"window {w['index']:<3} frames {w['start']}-{w['stop'] - 1} ({w['known']} known, "
+                f"{w['shared'] - w['known']} blended" + (f", {w['pad']} padded" if w["pad"] else "")
+                + f"): {wt['total']} tokens, {wt['generative']} generative, {wt['active']} on partial steps, "
+                f"{w['flops'] / 1e12:.3g} TF ({w['flops_ratio']:.0%})"
+            )
+    lines += [
         f"FLOPs     {plan['flops'] / 1e12:.3g} TF = {plan['flops_ratio']:.0%} of uncached "
-        f"({plan['flops_full'] / 1e12:.3g} TF)\n"
+        f"({plan['flops_full'] / 1e12:.3g} TF)",
         f"cache     {plan['cache_memory_bytes'] / 2**20:.1f} MiB"
-        + ("" if plan["cache_memory_fits"] else "  (exceeds max_cache_memory)")
-        + f"\noutput    {plan['output']} (not written)",
-        highlight=False,
-    )
+        + (" (one window at a time)" if len(windows) > 1 else "")
+        + ("" if plan["cache_memory_fits"] else "  (exceeds max_cache_memory)"),
+        f"output    {plan['output']} (not written)",
+    ]
+    stdout.print("\n".join(lines), highlight=False)
 
 
 @handle_errors
@@ -108,6 +135,9 @@ def edit(
     guidance_scale: opt.Guidance = None,
     seed: opt.Seed = None,
     frames: opt.Frames = None,
+    window_frames: opt.WindowFrames = None,
+    window_overlap: opt.WindowOverlap = None,
+    window_color_match: opt.WindowColorMatch = None,
     width: opt.Width = None,
     height: opt.Height = None,
     negative_prompt: opt.NegativePrompt = None,
@@ -121,6 +151,7 @@ def edit(
     mask_dilation: opt.MaskDilation = None,
     crf: opt.Crf = None,
     overwrite: opt.Overwrite = False,
+    resume: opt.Resume = False,
     device: opt.Device = None,
     dtype: opt.Dtype = None,
     dry_run: opt.DryRun = False,
@@ -132,6 +163,7 @@ def edit(
     flags = flag_values(
         video=video, mask=mask, prompt=prompt, output=output, model=model, steps=steps,
         guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height,
+        window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,
         mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
         cache=cache, preset=preset, schedule=schedule,
@@ -143,7 +175,7 @@ def edit(
     if dry_run:
         show_plan(edit_spec, PipelinePool(), overwrite, json_out)
         return
-    result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out)
+    result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out, resume=resume)
     summary = result_summary(result)
     if json_out:
         print_json(summary)
@@ -151,7 +183,9 @@ def edit(
         d = summary["decisions"]
         stdout.print(
             f"wrote {summary['output']} ({summary['frames']} frames {summary['width']}x{summary['height']} "
-            f"@ {summary['fps']:g} fps) in {summary['wall_s']:.1f} s; cache {summary['cache']}: "
+            f"@ {summary['fps']:g} fps"
+            + (f", {summary['windows']} windows" if summary["windows"] > 1 else "")
+            + f") in {summary['wall_s']:.1f} s; cache {summary['cache']}: "
             f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards, "
             f"{summary['flops_ratio']:.0%} of uncached FLOPs; stats: {summary['stats']}",
             highlight=False,

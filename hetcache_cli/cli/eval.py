@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Optional
 
+import numpy as np
+
 import typer
 
 from hetcache_cli.cli import options as opt
@@ -21,11 +23,24 @@ Examples:
   hetcache eval edited.mp4 -r assets/demo/input.mp4 -m mask.png --margin-px 8 --json
 
   hetcache eval a.mp4 -r b.mp4
+
+  hetcache eval long_edited.mp4 -r long.mp4 -m track.mp4 --stats long_edited.stats.json
+
+For a video edited in windows (its statistics beside it, or --stats), the report adds the
+temporal error at the window joins next to the median inside windows, and the colour drift
+of the masked region from the first window to the last (the reference's beside it).
 """
 
 Reference = Annotated[
     str,
     typer.Option("--reference", "-r", help="Video to compare against (e.g. the uncached edit).", show_default=False),
+]
+StatsFile = Annotated[
+    Optional[str],
+    typer.Option(
+        "--stats",
+        help="The edit's statistics JSON, for its window joins [default: <prediction stem>.stats.json if present].",
+    ),
 ]
 MarginPx = Annotated[
     Optional[int],
@@ -81,6 +96,7 @@ def eval_cmd(
     mask_threshold: opt.MaskThreshold = None,
     mask_invert: opt.MaskInvert = None,
     margin_px: MarginPx = None,
+    stats: StatsFile = None,
     json_out: opt.Json = False,
 ) -> None:
     """Compare a video with a reference: PSNR, SSIM, temporal warp error (LPIPS when installed), per mask region."""
@@ -111,6 +127,12 @@ def eval_cmd(
     result = compare_videos(pred.frames[:frames], ref.frames[:frames], edit_mask, **margin)
     for metric, reason in result["skipped"].items():
         logger.info("%s skipped: %s", metric, reason)
+    windows = edit_windows(prediction, stats, frames)
+    if windows is not None and len(windows) > 1:
+        from hetcache_cli.eval.seams import seam_report
+
+        region = edit_mask if edit_mask is not None else np.ones((frames, ref.height, ref.width), bool)
+        result["seams"] = seam_report(pred.frames[:frames], region, windows, ref.frames[:frames])
 
     if json_out:
         inputs = {
@@ -123,3 +145,49 @@ def eval_cmd(
         print_json({**inputs, **result})
     else:
         stdout.print(results_table(result))
+        if "seams" in result:
+            stdout.print(seams_text(result["seams"], len(windows), edit_mask is not None), highlight=False)
+
+
+def edit_windows(prediction: str, stats: str | None, frames: int) -> list[dict] | None:
+    """The windows an edit's statistics list (None without statistics); bad or mismatched files are errors."""
+    import json
+    from pathlib import Path
+
+    path = Path(stats) if stats is not None else Path(prediction).with_name(f"{Path(prediction).stem}.stats.json")
+    if not path.is_file():
+        if stats is not None:
+            raise InputError(f"statistics {path} do not exist; check the --stats path")
+        return None
+    try:
+        windows = json.loads(path.read_text()).get("windows")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path} is not an edit's statistics JSON ({exc}); pass the .stats.json hetcache wrote") from None
+    if windows is None:
+        return None
+    if not windows or windows[-1].get("stop") != frames:
+        raise InputError(
+            f"{path} lists windows up to frame {windows[-1].get('stop') if windows else 0} but the videos have "
+            f"{frames} frames; pass the statistics of this edit with --stats"
+        )
+    return windows
+
+
+def seams_text(seams: dict, count: int, masked: bool) -> str:
+    where = "inside the mask" if masked else "over the frame"
+    worst = max((j for j in seams["joins"] if j["error"] is not None), key=lambda j: j["error"], default=None)
+    drift = seams["drift"]
+    lines = [f"{count} windows; temporal error {where}:"]
+    if worst is None or seams["within_median"] is None:
+        lines.append("  joins: no pixels to measure")
+    else:
+        lines.append(
+            f"  worst join {worst['error']:.2f} (window {worst['window']}, frames {worst['frames'][0]}-"
+            f"{worst['frames'][1]}) vs median {seams['within_median']:.2f} inside windows: {seams['ratio']:.2f}x"
+        )
+    if drift["pred"] is not None:
+        lines.append(
+            f"  colour drift {where}, first to last window: {drift['pred']:.1f}"
+            + (f" (reference {drift['ref']:.1f})" if drift.get("ref") is not None else "")
+        )
+    return "\n".join(lines)

@@ -18,7 +18,34 @@ Model = Annotated[
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps [default: 30].")]
 Guidance = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance, 1 = off [default: the model folder's hetcache_defaults.json, else 5.0].")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
-Frames = Annotated[Optional[int], typer.Option("--frames", help="Frames to edit, 4k+1 [default: as many as fit].")]
+Frames = Annotated[Optional[int], typer.Option("--frames", help="Edit only the first N frames [default: every frame].")]
+WindowFrames = Annotated[
+    Optional[int],
+    typer.Option(
+        "--window-frames",
+        help="Frames per model run, 4k+1; longer clips run in overlapping windows [default: the model folder's "
+        "hetcache_defaults.json, else 81].",
+    ),
+]
+WindowOverlap = Annotated[
+    Optional[int],
+    typer.Option("--window-overlap", help="Frames shared by consecutive windows [default: the model's, else 16]."),
+]
+WindowColorMatch = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--window-color-match/--no-window-color-match",
+        help="Match each window's edited colours to the previous window's over their overlap [default: on].",
+    ),
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted long edit from its first unfinished window (same settings; otherwise it "
+        "starts over).",
+    ),
+]
 Width = Annotated[Optional[int], typer.Option("--width", help="Width, a multiple of 16 [default: from the video].")]
 Height = Annotated[Optional[int], typer.Option("--height", help="Height, a multiple of 16 [default: from the video].")]
 Cache = Annotated[Optional[str], typer.Option("--cache", help="none | teacache | hetcache [default: hetcache].")]

@@ -29,7 +29,8 @@ Examples:
   torchrun --nproc-per-node 8 -m hetcache_cli run specs/*.yaml
 
 A spec file holds one edit, or a list under `edits:` with optional shared `defaults:`.
-An edit whose output exists is skipped unless --overwrite. Exit 0 when every edit
+An edit whose output exists is skipped unless --overwrite; --resume continues interrupted
+long (windowed) edits from their first unfinished window. Exit 0 when every edit
 succeeded or was skipped, 2 when the only failures were bad input, 1 otherwise.
 Under torchrun / accelerate launch each rank runs whole edits on its own device
 (cuda:LOCAL_RANK), the longest first; rank 0 prints the table and writes --summary.
@@ -98,6 +99,7 @@ def run_one(
     device_for: Callable[[str], str] | None = None,
     show_errors: bool | None = None,
     prefix: str = "",
+    resume: bool = False,
 ) -> Outcome:
     """One edit; `device_for` maps the spec's device to this process's, `show_errors` defaults to not quiet."""
     from hetcache_cli.cli.edit import execute
@@ -114,7 +116,7 @@ def run_one(
         output, _ = resolve_outputs(spec)
         if output.exists() and not overwrite:
             return Outcome(name, "skipped", str(output), error="output exists (use --overwrite)")
-        result = execute(spec, pool, overwrite, quiet, label=Path(name).name)
+        result = execute(spec, pool, overwrite, quiet, label=Path(name).name, resume=resume)
         ratio = result.stats["summary"]["flops_ratio"]
         frames, device = result.stats["settings"]["frames"], result.stats["model"]["device"]
         return Outcome(name, "done", str(result.output), time.perf_counter() - start, ratio, frames=frames, device=device)
@@ -192,6 +194,7 @@ def run(
     quiet: opt.Quiet = False,
     summary: Summary = None,
     rank_timeout: RankTimeout = None,
+    resume: opt.Resume = False,
 ) -> None:
     """Run every edit in the given spec files; failed edits do not stop the others."""
     start = time.perf_counter()
@@ -201,12 +204,16 @@ def run(
 
     info = rank_info_from_env()
     if info is not None:
-        raise typer.Exit(run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start))
+        raise typer.Exit(
+            run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume)
+        )
     setup_logging(quiet or json_out)
     from hetcache_cli.pipeline.model import PipelinePool
 
     pool = PipelinePool()
-    outcomes = [run_one(name, values, pool, overwrite, quiet or json_out) for name, values in collect_edits(specs)]
+    outcomes = [
+        run_one(name, values, pool, overwrite, quiet or json_out, resume=resume) for name, values in collect_edits(specs)
+    ]
     if summary is not None:
         write_summary(summary, summary_doc(outcomes, time.perf_counter() - start, 1))
     if json_out:
@@ -216,7 +223,7 @@ def run(
     raise typer.Exit(exit_code(outcomes))
 
 
-def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start) -> int:
+def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume=False) -> int:
     """This rank's share of the edits; every rank returns the same exit code, agreed from all outcomes."""
     import torch
 
@@ -247,7 +254,7 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
             for i in units[unit]:
                 outcome = run_one(
                     *items[i], pool, overwrite, silent or not lead,
-                    device_for=device_for, show_errors=not silent, prefix=f"rank {info.rank}: ",
+                    device_for=device_for, show_errors=not silent, prefix=f"rank {info.rank}: ", resume=resume,
                 )  # fmt: skip
                 outcome.rank = info.rank
                 ran.append((i, outcome.to_dict()))

@@ -1,7 +1,8 @@
-"""Fit a clip to the Wan model's shape rules: F = 4k + 1 frames, H and W multiples of 16.
+"""Fit a clip to the Wan model's size rules: H and W multiples of 16.
 
-Frames are only ever dropped at the end, never padded or resampled, so the fps and the
-timing of what remains are unchanged. Sizes are resized (never cropped).
+Every frame is kept (the 4k+1 rule applies to each window of the model, see
+pipeline/windows.py, never to the clip) unless `--frames` asks for fewer, which keeps the first
+ones; the fps and timing are never changed. Sizes are resized (never cropped).
 """
 
 from __future__ import annotations
@@ -56,41 +57,21 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _plan_frames(src_frames: int, frames: int | None, fps: float | None, m: int) -> tuple[int, list[str]]:
-    min_frames = m + 1
-    if src_frames < min_frames:
-        raise InputError(
-            f"video has {_plural(src_frames, 'frame')}; the model needs at least {min_frames} ({m}k+1 frames); "
-            "use a longer clip"
-        )
-    largest = (src_frames - 1) // m * m + 1
+def _plan_frames(src_frames: int, frames: int | None, fps: float | None) -> tuple[int, list[str]]:
     if frames is None:
-        used = largest
-    else:
-        used = _as_int(frames, "--frames")
-        if used < min_frames:
-            raise InputError(f"--frames {used} is below the minimum {min_frames}; use --frames {min_frames} or more")
-        if (used - 1) % m:
-            below = (used - 1) // m * m + 1
-            options = [v for v in (below, below + m) if min_frames <= v <= src_frames] or [largest]
-            raise InputError(
-                f"--frames {used} is not {m}k+1 (the model needs {m}k+1 frames); "
-                f"use --frames {' or '.join(map(str, options))}"
-            )
-        if used > src_frames:
-            raise InputError(
-                f"--frames {used} asks for more frames than the video has ({src_frames}); "
-                f"use --frames {largest} or fewer ({m}k+1)"
-            )
+        return src_frames, []
+    used = _as_int(frames, "--frames")
+    if used < 1:
+        raise InputError(f"--frames {used} is not positive; use --frames 1 or more")
+    if used > src_frames:
+        raise InputError(
+            f"--frames {used} asks for more frames than the video has ({src_frames}); use --frames {src_frames} or fewer"
+        )
     dropped = src_frames - used
     if not dropped:
         return used, []
     dropped_txt = _plural(dropped, "frame") + (f", {dropped / fps:.2f} s" if fps else "")
-    if frames is None:
-        head = f"video has {src_frames} frames; the model needs {m}k+1: using the first {used}"
-    else:
-        head = f"using the first {used} of {src_frames} frames as set by --frames {used}"
-    return used, [f"{head} ({dropped_txt} dropped at the end; timing unchanged)"]
+    return used, [f"using the first {used} of {src_frames} frames as set by --frames {used} ({dropped_txt} left out)"]
 
 
 def _nearest(x: float, q: int) -> int:
@@ -170,7 +151,6 @@ def plan_alignment(
     height: int | None = None,
     width: int | None = None,
     max_area: int | None = None,
-    frame_multiple: int = 4,
     size_multiple: int = 16,
     fps: float | None = None,
 ) -> AlignmentPlan:
@@ -178,20 +158,19 @@ def plan_alignment(
 
     Args:
         src_frames, src_h, src_w: the source clip.
-        frames: requested frame count (must be frame_multiple*k+1 and <= src_frames);
-            None = the largest valid count available.
+        frames: edit only the first `frames` frames (1..src_frames); None = every frame.
         height, width: requested size (multiples of size_multiple, >= 2*size_multiple).
             One alone: the other follows the aspect ratio. Both given: used as is.
         max_area: only when neither height nor width is given: scale down (aspect kept)
             so that height*width <= max_area.
-        frame_multiple, size_multiple: the model's rules (Wan: 4 and 16).
+        size_multiple: the model's size rule (Wan: 16).
         fps: only used to express dropped frames in seconds in the messages.
 
     Raises:
-        InputError: too few frames, invalid requested frames or size, a size that
+        InputError: invalid requested frames or size, a size that
             cannot reach the minimum.
     """
-    used, messages = _plan_frames(src_frames, frames, fps, frame_multiple)
+    used, messages = _plan_frames(src_frames, frames, fps)
     h, w, reason = _plan_size(src_h, src_w, height, width, max_area, size_multiple)
     resized = (h, w) != (src_h, src_w)
     if resized:

@@ -124,13 +124,15 @@ def probe_video(path: str) -> tuple[int, int, int] | None:
 def estimate(name: str, values: dict | Exception, overwrite: bool) -> tuple[float, str | None]:
     """(cost, output key) of one edit for planning, cheap: no frame is decoded.
 
-    cost = frames x pixels x steps x guidance branches of the run the edit will make (the
-    transformer's work grows at least that fast); 0 for an edit that will not run (bad spec,
+    cost = model frames x pixels x steps x guidance branches of the run the edit will make (the
+    transformer's work grows at least that fast; a long clip's model frames are those of all its
+    windows, overlaps included); 0 for an edit that will not run (bad spec,
     unreadable video, output present without --overwrite). The key is the resolved output path,
     None when it cannot be resolved.
     """
     from hetcache_cli.io.align import plan_alignment
-    from hetcache_cli.pipeline.edit import FRAME_MULTIPLE, SIZE_MULTIPLE, resolve_outputs
+    from hetcache_cli.pipeline.edit import SIZE_MULTIPLE, resolve_outputs
+    from hetcache_cli.pipeline.windows import plan_windows
     from hetcache_cli.spec.load import build_spec
 
     if isinstance(values, Exception):
@@ -152,13 +154,14 @@ def estimate(name: str, values: dict | Exception, overwrite: bool) -> tuple[floa
         try:
             plan = plan_alignment(
                 *probe, frames=spec.frames, height=spec.height, width=spec.width, max_area=spec.max_area,
-                frame_multiple=FRAME_MULTIPLE, size_multiple=SIZE_MULTIPLE,
+                size_multiple=SIZE_MULTIPLE,
             )  # fmt: skip
         except HetcacheError:
             return 0.0, key
         frames, height, width = plan.frames, plan.height, plan.width
     branches = 2 if spec.guidance_scale > 1.0 else 1
-    return float(frames * height * width * spec.steps * branches), key
+    model_frames = sum(w.model_frames for w in plan_windows(frames, spec.window_frames, spec.window_overlap))
+    return float(model_frames * height * width * spec.steps * branches), key
 
 
 def claim_order(costs: Sequence[float], keys: Sequence[str | None] | None = None) -> list[list[int]]:

@@ -1,8 +1,11 @@
-"""One edit, end to end: inputs checked and aligned, the pipeline run with the cache, outputs written.
+"""One edit, end to end: inputs checked and aligned, the pipeline run window by window with the
+cache, outputs written.
 
 All input checks run before the model loads, so bad input fails in a second with exit 2.
 The video and the statistics are written atomically, the statistics last: an edit either
-leaves both files or neither.
+leaves both files or neither. A clip longer than one window (pipeline/windows.py) keeps its
+finished windows in a hidden work folder beside the output until both are written, so that
+`--resume` can continue an interrupted edit.
 """
 
 from __future__ import annotations
@@ -20,19 +23,20 @@ import numpy as np
 
 from hetcache_cli import __version__
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.errors import InputError
+from hetcache_cli.errors import InputError, Interrupted
 from hetcache_cli.io.align import AlignmentPlan, apply_alignment, plan_alignment
 from hetcache_cli.io.atomic import atomic_write_text
 from hetcache_cli.io.mask import load_mask, mask_coverage
-from hetcache_cli.io.paste import paste_back
 from hetcache_cli.io.video import read_video, write_video
+from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
+from hetcache_cli.pipeline.window_run import output_frames, run_window, summarise_windows
+from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, plan_windows, window_mask
 from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = 1
-# The model's shape rules: frames = 4k+1, sides multiples of VAE (8) x patch (2).
-FRAME_MULTIPLE = 4
+STATS_VERSION = 2
+# The model's size rule: sides multiples of VAE (8) x patch (2); frames are windowed (windows.py).
 SIZE_MULTIPLE = 16
 
 ProgressFn = Callable[[int, int], None]
@@ -43,11 +47,12 @@ class PreparedEdit:
     spec: EditSpec
     output: Path
     stats_path: Path
-    frames: np.ndarray  # [F, H, W, 3] uint8, aligned
+    frames: np.ndarray  # [F, H, W, 3] uint8 at the model's size, every frame of the edit
     mask: np.ndarray  # [F, H, W] bool
     fps: float
     plan: AlignmentPlan
     cache: HetCacheConfig
+    windows: list[Window]
     messages: list[str] = field(default_factory=list)
 
 
@@ -56,8 +61,8 @@ class EditResult:
     output: Path
     stats_path: Path
     stats: dict
-    frames: np.ndarray  # [F, H, W, 3] uint8, as written
-    raw: np.ndarray  # [F, H, W, 3] uint8, the model's output before paste-back
+    frames: np.ndarray | None = None  # [F, H, W, 3] uint8 as written (run_edit(keep_frames=True))
+    raw: np.ndarray | None = None  # [F, H, W, 3] uint8, the model's output before paste-back (same)
 
 
 def default_output(video: Path) -> Path:
@@ -98,7 +103,6 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         height=spec.height,
         width=spec.width,
         max_area=spec.max_area,
-        frame_multiple=FRAME_MULTIPLE,
         size_multiple=SIZE_MULTIPLE,
         fps=clip.fps,
     )
@@ -111,63 +115,90 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         invert=spec.mask_invert,
         dilation_px=spec.mask_dilation,
     )
-    for msg in plan.messages:
+    windows = plan_windows(plan.frames, spec.window_frames, spec.window_overlap)
+    messages = list(plan.messages)
+    for msg in messages:
         logger.warning(msg)
-    return PreparedEdit(spec, output, stats_path, frames, mask, clip.fps, plan, cache, list(plan.messages))
+    layout = describe_windows(windows)
+    if layout:
+        logger.info(layout)
+        messages.append(layout)
+    return PreparedEdit(spec, output, stats_path, frames, mask, clip.fps, plan, cache, windows, messages)
 
 
-def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | None = None) -> EditResult:
-    """Run the denoising with the cache attached and write the video and its statistics."""
-    import PIL.Image
+def _window_finished(window: Window) -> None:
+    """Called after each computed window is stored (a seam for tests that interrupt an edit)."""
+
+
+def run_edit(
+    prep: PreparedEdit,
+    pipe,
+    model_info: dict,
+    progress: ProgressFn | None = None,
+    resume: bool = False,
+    keep_frames: bool = False,
+) -> EditResult:
+    """Run the denoising window by window with the cache attached, then write the video and its statistics.
+
+    Args:
+        resume: reuse the finished windows an interrupted run with the same settings left beside the output.
+        keep_frames: also return the written frames and the raw model output (for benchmarks).
+    """
     import torch
 
     from hetcache_cli.cache import StepStats, apply_hetcache, remove_hetcache
     from hetcache_cli.cache.flops import ModelDims
 
-    spec = prep.spec
+    spec, windows = prep.spec, prep.windows
     device = pipe.transformer.device
+    store: WindowStore
+    if len(windows) > 1:
+        store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
+        prep.messages.extend(store.messages)
+    else:
+        store = MemoryStore()
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
-    apply_hetcache(pipe, prep.cache, stats=stats)
-
-    video = [PIL.Image.fromarray(f) for f in prep.frames]
-    mask_rgb = np.repeat((prep.mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
-    mask = [PIL.Image.fromarray(m) for m in mask_rgb]
-
-    def on_step(_pipe, i, _t, kwargs):
-        if progress is not None:
-            progress(i + 1, spec.steps)
-        return kwargs
+    total_steps = spec.steps * len(windows)
+    window_docs: list[dict] = []
+    records: list[dict] = []
+    raws: list[np.ndarray] = []
+    previous: tuple[Window, np.ndarray] | None = None
+    stored = store.finished
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
+    apply_hetcache(pipe, prep.cache, stats=stats)
     try:
-        out = pipe(
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            video=video,
-            mask=mask,
-            height=prep.plan.height,
-            width=prep.plan.width,
-            num_frames=prep.plan.frames,
-            num_inference_steps=spec.steps,
-            guidance_scale=spec.guidance_scale,
-            generator=torch.Generator().manual_seed(spec.seed),
-            output_type="np",
-            callback_on_step_end=on_step,
-        )
+        for window in windows:
+            if window.index < store.finished:
+                final, doc = store.load(window.index)
+                doc["window"]["resumed"] = True
+            else:
+                final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps)
+                store.save(window.index, final, doc)
+                stored = window.index + 1
+                _window_finished(window)
+                if keep_frames:
+                    raws.append(raw)
+            window_docs.append(doc["window"])
+            records.extend(doc["steps"])
+            previous = (window, final)
+            if progress is not None:
+                progress((window.index + 1) * spec.steps, total_steps)
+    except KeyboardInterrupt:
+        kept = stored if isinstance(store, WorkDir) else 0
+        if kept:
+            raise Interrupted(
+                f"no output written; {kept} of {len(windows)} windows are kept in {store.path}: rerun the same "
+                "command with --resume to continue"
+            ) from None
+        raise
     finally:
         remove_hetcache(pipe)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
     wall_s = time.perf_counter() - start
 
-    raw = (np.clip(out.frames[0], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [F, H, W, 3]
-    edited = raw
-    if spec.paste_back:
-        edited = paste_back(raw, prep.frames, prep.mask, spec.paste_dilation, spec.paste_feather)
-
-    summary = stats.summary()
+    summary = summarise_windows(window_docs)
     summary["wall_s"] = wall_s
     summary.update(_peak_memory(device))
     doc = {
@@ -176,23 +207,28 @@ def run_edit(prep: PreparedEdit, pipe, model_info: dict, progress: ProgressFn | 
         "paths": {"video": spec.video, "mask": spec.mask, "output": str(prep.output), "stats": str(prep.stats_path)},
         "model": model_info,
         "settings": _settings(prep),
-        "steps": stats.to_list(),
+        "windows": window_docs,
+        "steps": records,
         "summary": summary,
     }
-    if spec.crf == 0:
-        write_video(prep.output, edited, prep.fps, lossless=True)
-    else:
-        write_video(prep.output, edited, prep.fps, crf=spec.crf)
+    rate = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
+    write_video(prep.output, output_frames(store, windows), prep.fps, **rate)
     try:
         atomic_write_text(prep.stats_path, json.dumps(doc, indent=2) + "\n")
     except BaseException:
         prep.output.unlink(missing_ok=True)
         raise
-    return EditResult(prep.output, prep.stats_path, doc, edited, raw)
+    frames = raw = None
+    if keep_frames:
+        frames = np.concatenate(list(output_frames(store, windows, chunks=True)))
+        if len(raws) == len(windows):
+            raw = np.concatenate([r[: owned_frames(windows, i)] for i, r in enumerate(raws)])
+    store.remove()
+    return EditResult(prep.output, prep.stats_path, doc, frames, raw)
 
 
 def plan_edit(prep: PreparedEdit, pipe) -> dict:
-    """What `run_edit` would do, without running it: schedule, token counts, FLOPs, cache memory."""
+    """What `run_edit` would do, without running it: windows, schedule, token counts, FLOPs, cache memory."""
     import torch
 
     from hetcache_cli.cache.planning import describe_run
@@ -200,25 +236,40 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
     pipe.scheduler.set_timesteps(prep.spec.steps, device=pipe.transformer.device)
     branches = 2 if prep.spec.guidance_scale > 1.0 else 1
     spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
-    plan = describe_run(
-        pipe.transformer,
-        prep.cache,
-        pipe.scheduler.timesteps,
-        torch.from_numpy(prep.mask),
-        branches=branches,
-        spatial=spatial,
-        temporal=pipe.vae_scale_factor_temporal,
-    )
-    plan.update(
-        output=str(prep.output),
-        frames=prep.plan.frames,
-        height=prep.plan.height,
-        width=prep.plan.width,
-        branches=branches,
-        cache=prep.cache.to_dict(),
-        alignment=prep.messages,
-    )
-    return plan
+    per_window = []
+    for window in prep.windows:
+        mask = window_mask(prep.mask[window.start : window.stop], window)
+        run = describe_run(
+            pipe.transformer,
+            prep.cache,
+            pipe.scheduler.timesteps,
+            torch.from_numpy(mask),
+            branches=branches,
+            spatial=spatial,
+            temporal=pipe.vae_scale_factor_temporal,
+        )
+        per_window.append({**window.to_dict(), **run})
+    first = per_window[0]
+    flops = sum(w["flops"] for w in per_window)
+    flops_full = sum(w["flops_full"] for w in per_window)
+    return {
+        "schedule": first["schedule"],
+        "tokens": first["tokens"],
+        "flops": flops,
+        "flops_full": flops_full,
+        "flops_ratio": flops / flops_full if flops_full else 1.0,
+        "decisions": {d: sum(w["decisions"][d] for w in per_window) for d in first["decisions"]},
+        "cache_memory_bytes": max(w["cache_memory_bytes"] for w in per_window),
+        "cache_memory_fits": all(w["cache_memory_fits"] for w in per_window),
+        "windows": per_window,
+        "output": str(prep.output),
+        "frames": prep.plan.frames,
+        "height": prep.plan.height,
+        "width": prep.plan.width,
+        "branches": branches,
+        "cache": prep.cache.to_dict(),
+        "alignment": prep.messages,
+    }
 
 
 def _settings(prep: PreparedEdit) -> dict:
@@ -235,6 +286,29 @@ def _settings(prep: PreparedEdit) -> dict:
         cache=prep.cache.to_dict(),
     )
     return out
+
+
+def _file_identity(path: str) -> list:
+    """(name, size, mtime) of a file, or of every file in a folder: what a resumed edit must find unchanged."""
+    p = Path(path)
+    files = sorted(x for x in p.iterdir() if x.is_file()) if p.is_dir() else [p]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def run_fingerprint(prep: PreparedEdit, model_info: dict) -> dict:
+    """Everything a window's result depends on, for `--resume` to check (the output's crf is not)."""
+    spec = prep.spec
+    values = {k: v for k, v in vars(spec).items() if k not in ("output", "stats", "crf", "cache")}
+    values.update(
+        cache=prep.cache.to_dict(),
+        video_file=_file_identity(spec.video),
+        mask_file=_file_identity(spec.mask),
+        model={k: model_info.get(k) for k in ("name", "path", "device", "dtype")},
+        size=[prep.plan.height, prep.plan.width],
+        windows=[w.to_dict() for w in prep.windows],
+        hetcache_version=__version__,
+    )
+    return values
 
 
 def _peak_memory(device) -> dict:

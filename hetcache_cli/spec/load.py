@@ -11,6 +11,7 @@ import yaml
 
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
+from hetcache_cli.pipeline.windows import check_window_settings
 from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
@@ -116,15 +117,15 @@ def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
 
 
 MODEL_DEFAULTS_FILE = "hetcache_defaults.json"
-MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt")
+MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt", "window_frames", "window_overlap")
 
 
 def model_defaults(model: str | None) -> dict[str, Any]:
     """The sampling defaults a model folder recommends in `hetcache_defaults.json`, if it has one.
 
     They rank below flags and spec values and above EditSpec's built-in defaults (the embedded demo
-    model ships one: it is sharpest at a lower guidance than Wan2.1's 5.0). Hub ids and folders
-    without the file give {}.
+    model ships one: it is sharpest at a lower guidance than Wan2.1's 5.0, and was trained on
+    17-frame clips, so it recommends 17-frame windows). Hub ids and folders without the file give {}.
     """
     folder = embedded_model_dir() if model in (None, EMBEDDED_MODEL) else Path(model).expanduser()
     path = folder / MODEL_DEFAULTS_FILE
@@ -168,7 +169,10 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
     if not 0 <= spec.crf <= 51:
         fail(f"crf is {spec.crf}; use 0 (lossless) to 51")
     if spec.frames is not None and spec.frames < 1:
-        fail(f"frames is {spec.frames}; use a positive 4k+1 count such as 17, 33 or 81")
+        fail(f"frames is {spec.frames}; use a positive count (or leave it out to edit every frame)")
+    window_problem = check_window_settings(spec.window_frames, spec.window_overlap)
+    if window_problem is not None:
+        fail(window_problem)
     if spec.max_area < 32 * 32:
         fail(f"max_area is {spec.max_area}; use at least 1024 pixels")
     if spec.device not in DEVICES and not spec.device.startswith("cuda:"):

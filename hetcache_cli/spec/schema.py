@@ -32,11 +32,18 @@ class EditSpec:
         stats (`str`, *optional*): Statistics JSON; default `<output stem>.stats.json` beside the output.
         model (`str`, *optional*): Diffusers Wan-VACE folder or Hugging Face hub id in the local cache;
             default the embedded demo model.
-        frames (`int`, *optional*): Frames to edit (4k+1); default the most the video allows.
+        frames (`int`, *optional*): Edit only the first this many frames; default every frame of the video.
         width (`int`, *optional*): Output width (multiple of 16); default from the video.
         height (`int`, *optional*): Output height (multiple of 16); default from the video.
         max_area (`int`, defaults to `399360`): When width/height are not given, larger videos are scaled
             down to at most this many pixels per frame (480x832).
+        window_frames (`int`, defaults to `81`): Frames per model run (4k+1). A longer clip is edited in
+            overlapping windows of this many frames, each conditioned on the frames the previous one edited;
+            a model folder's `hetcache_defaults.json` may recommend another value (the embedded model does).
+        window_overlap (`int`, defaults to `16`): Frames consecutive windows share: the next window is given
+            them as known (already edited) frames, and the output is cross-faded over them.
+        window_color_match (`bool`, defaults to `True`): Match the colours of each window's edited region to
+            the previous window's over the frames they share (removes colour drift between windows).
         steps (`int`, defaults to `30`): Denoising steps.
         guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance). A
             model folder's `hetcache_defaults.json` may recommend another default (the embedded model does).
@@ -65,6 +72,9 @@ class EditSpec:
     width: int | None = None
     height: int | None = None
     max_area: int = 480 * 832
+    window_frames: int = 81
+    window_overlap: int = 16
+    window_color_match: bool = True
     steps: int = 30
     guidance_scale: float = 5.0
     seed: int = 0

@@ -33,7 +33,7 @@ def test_edit_writes_video_and_stats(small_clip, tiny_model_dir, tmp_path):
     assert clip.fps == pytest.approx(8.0)
 
     stats = json.loads((tmp_path / "edited.stats.json").read_text())
-    assert stats["version"] == 1
+    assert stats["version"] == 2
     assert stats["paths"]["output"] == str(out)
     assert stats["settings"]["frames"] == 9 and stats["settings"]["cache"]["method"] == "none"
     steps = stats["steps"]
@@ -83,12 +83,12 @@ def test_no_paste_back_changes_background(small_clip, tiny_model_dir, tmp_path):
 
 
 def test_interrupt_leaves_nothing(small_clip, tiny_model_dir, tmp_path, monkeypatch):
-    import hetcache_cli.pipeline.edit as edit_mod
+    import hetcache_cli.pipeline.window_run as window_run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(edit_mod, "paste_back", interrupted)
+    monkeypatch.setattr(window_run, "paste_back", interrupted)
     out = tmp_path / "x.mp4"
     r = invoke(
         "edit", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",

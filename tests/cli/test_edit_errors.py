@@ -82,16 +82,24 @@ def test_invalid_size(small_clip, out_dir):
     assert_usage_error(r, "100", out_dir)
 
 
-def test_invalid_frame_count(small_clip, out_dir):
-    r = invoke(*edit_args(small_clip["video"], small_clip["mask"], out_dir, "--frames", 7))
-    assert_usage_error(r, "4k+1", out_dir)
+def test_more_frames_than_the_video_has(small_clip, out_dir):
+    r = invoke(*edit_args(small_clip["video"], small_clip["mask"], out_dir, "--frames", 12))
+    assert_usage_error(r, "use --frames 9 or fewer", out_dir)
 
 
-def test_too_few_frames(small_clip, out_dir, tmp_path):
-    short = tmp_path / "short.mp4"
-    write_video(short, small_clip["frames"][:3], 8.0)
-    r = invoke(*edit_args(short, small_clip["mask"], out_dir))
-    assert_usage_error(r, "frames", out_dir)
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (("--window-frames", 20), "window_frames 20 is not 4k+1 (the model runs on 4k+1 frames); use --window-frames 17 or 21"),
+        (("--window-frames", 1), "window_frames 1 is below the minimum 5"),
+        (("--window-frames", 17, "--window-overlap", 17), "window_overlap 17 must be below window_frames 17"),
+        (("--window-frames", 9, "--window-overlap", 12), "window_overlap 12 must be below window_frames 9"),
+        (("--window-overlap", -1), "window_overlap -1 is negative"),
+    ],
+)
+def test_bad_window_settings(small_clip, out_dir, flags, fragment):
+    r = invoke(*edit_args(small_clip["video"], small_clip["mask"], out_dir, *flags))
+    assert_usage_error(r, fragment, out_dir)
 
 
 def test_output_equals_input(small_clip, out_dir):

@@ -5,13 +5,12 @@ from hetcache_cli.errors import InputError
 from hetcache_cli.io.align import apply_alignment, plan_alignment
 
 
-def test_trims_to_4k_plus_1_with_message():
+def test_every_frame_is_kept():
+    # 4k+1 applies to each window of the model (pipeline/windows.py), never to the clip
     plan = plan_alignment(30, 480, 832, fps=30.0)
-    assert (plan.frames, plan.trimmed_frames, plan.resized) == (29, 1, False)
-    assert plan.messages == [
-        "video has 30 frames; the model needs 4k+1: using the first 29 (1 frame, 0.03 s dropped at the end; "
-        "timing unchanged)"
-    ]
+    assert (plan.frames, plan.trimmed_frames, plan.resized) == (30, 0, False)
+    assert plan.messages == []
+    assert plan_alignment(1, 480, 832).frames == 1
 
 
 def test_valid_clip_is_untouched():
@@ -21,21 +20,13 @@ def test_valid_clip_is_untouched():
 
 
 def test_requested_frames():
-    plan = plan_alignment(81, 480, 832, frames=49)
-    assert (plan.frames, plan.trimmed_frames) == (49, 32)
-    assert "using the first 49 of 81 frames" in plan.messages[0]
-    with pytest.raises(InputError, match="--frames 30 is not 4k\\+1.*use --frames 29 or 33"):
-        plan_alignment(81, 480, 832, frames=30)
-    with pytest.raises(InputError, match="more frames than the video has \\(30\\); use --frames 29 or fewer"):
+    plan = plan_alignment(81, 480, 832, frames=50, fps=25.0)
+    assert (plan.frames, plan.trimmed_frames) == (50, 31)
+    assert plan.messages == ["using the first 50 of 81 frames as set by --frames 50 (31 frames, 1.24 s left out)"]
+    with pytest.raises(InputError, match="more frames than the video has \\(30\\); use --frames 30 or fewer"):
         plan_alignment(30, 480, 832, frames=33)
-    with pytest.raises(InputError, match="minimum 5"):
-        plan_alignment(30, 480, 832, frames=1)
-
-
-def test_too_few_frames():
-    with pytest.raises(InputError, match="video has 4 frames; the model needs at least 5"):
-        plan_alignment(4, 480, 832)
-    assert plan_alignment(5, 480, 832).frames == 5
+    with pytest.raises(InputError, match="--frames 0 is not positive; use --frames 1 or more"):
+        plan_alignment(30, 480, 832, frames=0)
 
 
 def test_size_rounded_to_nearest_16():
@@ -84,7 +75,7 @@ def test_source_too_small():
 
 def test_apply_trims_and_area_downscales(make_clip):
     frames = make_clip(30, 64, 96)
-    plan = plan_alignment(30, 64, 96, width=48)
+    plan = plan_alignment(30, 64, 96, width=48, frames=29)
     assert (plan.frames, plan.height, plan.width) == (29, 32, 48)
     out = apply_alignment(frames, plan)
     assert out.shape == (29, 32, 48, 3) and out.dtype == np.uint8
@@ -92,10 +83,11 @@ def test_apply_trims_and_area_downscales(make_clip):
     assert np.abs(out - block_mean).max() <= 1  # INTER_AREA at 2x = 2x2 block mean
 
 
-def test_apply_without_resize_is_a_trim(make_clip):
+def test_apply_without_resize_is_a_view(make_clip):
     frames = make_clip(10, 48, 64)
     out = apply_alignment(frames, plan_alignment(10, 48, 64))
-    assert np.array_equal(out, frames[:9])
+    assert out.shape == frames.shape and np.shares_memory(out, frames)
+    assert np.array_equal(apply_alignment(frames, plan_alignment(10, 48, 64, frames=9)), frames[:9])
 
 
 def test_apply_upscale_stays_in_range():
