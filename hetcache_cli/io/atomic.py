@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Iterator
 
 from hetcache_cli.errors import InputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 # 0o666 is filtered by the process umask, like any file the user creates normally.
 _FILE_MODE = 0o666
@@ -86,3 +87,40 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write `text` to `path` atomically."""
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `path`; on success it takes the place of `path`.
+
+    An existing folder at `path` is moved aside, replaced and only then deleted, so `path` never
+    holds a half-written set of files. On any exception the temporary folder is removed and
+    `path` is left as it was.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"output folder {path} is a file; give a folder name or remove the file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        tmp.mkdir()
+    except OSError as err:
+        raise InputError(
+            f"cannot write in {path.parent} ({err.strerror or err}); choose a writable output location"
+        ) from None
+    try:
+        yield tmp
+        if path.exists():
+            old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

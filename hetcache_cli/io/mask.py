@@ -25,7 +25,7 @@ import numpy as np
 from hetcache_cli.errors import InputError
 from hetcache_cli.io.video import read_video
 
-__all__ = ["IMAGE_SUFFIXES", "load_mask", "mask_coverage", "natural_key"]
+__all__ = ["IMAGE_SUFFIXES", "binarize_mask", "dilation_kernel", "load_mask", "mask_coverage", "natural_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ def _read_image(path: Path) -> np.ndarray:
     return img
 
 
-def _binarize(
+def binarize_mask(
     gray: np.ndarray, size_hw: tuple[int, int], threshold: float, invert: bool, kernel: np.ndarray | None
 ) -> np.ndarray:
-    """[H, W] float gray at any size -> [h, w] bool at size_hw."""
+    """[H, W] float gray at any size -> [h, w] bool at size_hw (steps 2-4 above; `kernel` from dilation_kernel)."""
     h, w = size_hw
     if gray.shape != (h, w):
         shrink = h <= gray.shape[0] and w <= gray.shape[1]
@@ -97,6 +97,13 @@ def _binarize(
     if kernel is not None:
         binary = cv2.dilate(binary.astype(np.uint8), kernel).astype(bool)
     return binary
+
+
+def dilation_kernel(dilation_px: int) -> np.ndarray | None:
+    """The elliptical structuring element that grows a mask by `dilation_px` pixels (None for 0)."""
+    if dilation_px <= 0:
+        return None
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation_px + 1, 2 * dilation_px + 1))
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -156,12 +163,10 @@ def load_mask(
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     h, w = size_hw
-    kernel = None
-    if dilation_px > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilation_px + 1, 2 * dilation_px + 1))
+    kernel = dilation_kernel(dilation_px)
 
     def binarize(gray: np.ndarray) -> np.ndarray:
-        return _binarize(gray, (h, w), threshold, invert, kernel)
+        return binarize_mask(gray, (h, w), threshold, invert, kernel)
 
     if not path.exists():
         raise InputError(f"mask {path} does not exist; check the path")
