@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hetcache_cli.errors import HetcacheError, Interrupted
 
@@ -52,14 +53,14 @@ def error_message(exc: BaseException) -> str:
 def fail(exc: BaseException) -> typer.Exit:
     """Print one line for `exc` on stderr and return the matching typer.Exit."""
     if isinstance(exc, HetcacheError):
-        stderr.print(f"[red]error:[/red] {error_message(exc)}", highlight=False, markup=True)
+        stderr.print(f"[red]error:[/red] {escape(error_message(exc))}", highlight=False, markup=True)
         return typer.Exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         detail = str(exc) if isinstance(exc, Interrupted) and str(exc) else "nothing was written"
         stderr.print(f"[red]interrupted[/red]: {detail}", highlight=False)
         return typer.Exit(EXIT_INTERRUPTED)
     stderr.print(
-        f"[red]error:[/red] {type(exc).__name__}: {error_message(exc)} (set HETCACHE_DEBUG=1 for the traceback)",
+        f"[red]error:[/red] {type(exc).__name__}: {escape(error_message(exc))} (set HETCACHE_DEBUG=1 for the traceback)",
         highlight=False,
     )
     return typer.Exit(EXIT_FAILURE)
