@@ -11,6 +11,8 @@ from hetcache_cli.cli.edit import EPILOG as EDIT_EPILOG
 from hetcache_cli.cli.edit import edit
 from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
 from hetcache_cli.cli.eval import eval_cmd
+from hetcache_cli.cli.mask import EPILOG as MASK_EPILOG
+from hetcache_cli.cli.mask import mask
 from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
 from hetcache_cli.cli.selftest import EPILOG as SELFTEST_EPILOG
 from hetcache_cli.cli.selftest import selftest
@@ -26,6 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command(epilog=EDIT_EPILOG)(edit)
+app.command(epilog=MASK_EPILOG)(mask)
 app.command(epilog=RUN_EPILOG)(run)
 app.command()(template)
 app.command(epilog=BENCH_EPILOG)(bench)
