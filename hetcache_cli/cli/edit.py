@@ -19,6 +19,8 @@ Examples:
 
   hetcache edit clip.mp4 -m mask.png -p "a red vintage car" --model Wan-AI/Wan2.1-VACE-1.3B-diffusers --preset fast
 
+  hetcache edit clip.mp4 --box 100,80,260,240@0 --box 300,90,460,250@48 -p "a red vintage car"
+
   hetcache edit --spec configs/example_edit.yaml --steps 20 --json
 
   hetcache edit long.mp4 -m track.mp4 -p "a red car" --window-frames 81 --window-overlap 16 --resume
@@ -127,6 +129,7 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
 def edit(
     video: Annotated[Optional[str], typer.Argument(help="Input video (any format ffmpeg reads).", show_default=False)] = None,
     mask: opt.Mask = None,
+    box: opt.Box = None,
     prompt: opt.Prompt = None,
     output: opt.Output = None,
     spec: opt.SpecFile = None,
@@ -161,7 +164,7 @@ def edit(
     """Edit the masked region of a video with Wan-VACE, accelerated by HetCache."""
     setup_logging(quiet or json_out)
     flags = flag_values(
-        video=video, mask=mask, prompt=prompt, output=output, model=model, steps=steps,
+        video=video, mask=mask, box=box or None, prompt=prompt, output=output, model=model, steps=steps,
         guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,

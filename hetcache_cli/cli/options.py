@@ -8,6 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 Mask = Annotated[Optional[str], typer.Option("--mask", "-m", help="Mask image, mask video or folder of frames (white = edit).")]
+Box = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--box", metavar="X0,Y0,X1,Y1[@FRAME]",
+        help="Instead of --mask: a box in video pixels on frame FRAME (default 0); repeat for keyframes of a "
+        "moving box (interpolated, as `hetcache mask --box`).",
+    ),
+]  # fmt: skip
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="What the masked region should show.")]
 NegativePrompt = Annotated[Optional[str], typer.Option("--negative-prompt", help="What it should not show.")]
 Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output MP4 [default: <video>_edited.mp4].")]

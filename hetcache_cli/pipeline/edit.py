@@ -26,9 +26,10 @@ from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.errors import InputError, Interrupted
 from hetcache_cli.io.align import AlignmentPlan, apply_alignment, plan_alignment
 from hetcache_cli.io.atomic import atomic_write_text
-from hetcache_cli.io.mask import load_mask, mask_coverage
+from hetcache_cli.io.mask import mask_coverage
 from hetcache_cli.io.video import read_video, write_video
 from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
+from hetcache_cli.mask.make import edit_mask
 from hetcache_cli.pipeline.window_run import output_frames, run_window, summarise_windows
 from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, plan_windows, window_mask
 from hetcache_cli.spec.schema import EditSpec
@@ -107,14 +108,7 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         fps=clip.fps,
     )
     frames = apply_alignment(clip.frames, plan)
-    mask = load_mask(
-        spec.mask,
-        plan.frames,
-        (plan.height, plan.width),
-        threshold=spec.mask_threshold,
-        invert=spec.mask_invert,
-        dilation_px=spec.mask_dilation,
-    )
+    mask = edit_mask(spec, plan)  # from the mask file or the box keyframes
     windows = plan_windows(plan.frames, spec.window_frames, spec.window_overlap)
     messages = list(plan.messages)
     for msg in messages:
@@ -302,7 +296,7 @@ def run_fingerprint(prep: PreparedEdit, model_info: dict) -> dict:
     values.update(
         cache=prep.cache.to_dict(),
         video_file=_file_identity(spec.video),
-        mask_file=_file_identity(spec.mask),
+        mask_file=_file_identity(spec.mask) if spec.mask else None,
         model={k: model_info.get(k) for k in ("name", "path", "device", "dtype")},
         size=[prep.plan.height, prep.plan.width],
         windows=[w.to_dict() for w in prep.windows],

@@ -11,6 +11,7 @@ import yaml
 
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
+from hetcache_cli.mask.prompts import parse_boxes
 from hetcache_cli.pipeline.windows import check_window_settings
 from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 from hetcache_cli.spec.schema import (
@@ -18,6 +19,7 @@ from hetcache_cli.spec.schema import (
     DEVICES,
     DTYPES,
     FIELD_TYPES,
+    MASK_KEYS,
     PATH_FIELDS,
     REQUIRED,
     EditSpec,
@@ -77,6 +79,8 @@ def check_values(values: dict[str, Any], where: str) -> None:
         if key not in FIELD_TYPES:
             raise SpecError(f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}")
         _check_type(key, value, FIELD_TYPES[key], where)
+    if values.get("box") is not None:
+        _check_boxes(values["box"], where)
     cache = values.get("cache")
     if cache is not None:
         for key, value in cache.items():
@@ -88,8 +92,12 @@ def check_values(values: dict[str, Any], where: str) -> None:
 
 
 def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`override` wins; None values do not override; the `cache` mapping is merged key by key."""
+    """`override` wins; None values do not override; the `cache` mapping is merged key by key; a `mask` or
+    `box` in `override` replaces both of them in `base`."""
     out = dict(base)
+    if any(override.get(key) is not None for key in MASK_KEYS):
+        for key in MASK_KEYS:  # a mask given here replaces the one below, whichever its kind
+            out.pop(key, None)
     for key, value in override.items():
         if value is None:
             continue
@@ -107,6 +115,11 @@ def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
     if missing:
         flags = ", ".join(f"--{k}" if k != "video" else "VIDEO" for k in missing)
         raise SpecError(f"{where}: missing {', '.join(missing)}; give {flags} or set them in the spec")
+    given = [key for key in MASK_KEYS if values.get(key)]
+    if not given:
+        raise SpecError(f"{where}: missing mask; give --mask FILE or --box x0,y0,x1,y1[@FRAME] (spec keys mask:, box:)")
+    if len(given) > 1:
+        raise SpecError(f"{where}: both mask and box are given; keep one of them")
     spec = EditSpec(**merge_values(model_defaults(values.get("model")), values))
     _check_ranges(spec, where)
     try:
@@ -151,6 +164,17 @@ def _check_type(key: str, value: Any, accepted: tuple[type, ...], where: str) ->
     if not ok:
         names = " or ".join(t.__name__ for t in accepted)
         raise SpecError(f"{where}: {key} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _check_boxes(value: Any, where: str) -> None:
+    items = [value] if isinstance(value, str) else value
+    for item in items:
+        if not isinstance(item, str):
+            raise SpecError(f'{where}: each box is a string such as "40,30,200,180@0", got {item!r}')
+    try:
+        parse_boxes(items, "box")
+    except InputError as exc:
+        raise SpecError(f"{where}: {exc}") from None
 
 
 def _check_ranges(spec: EditSpec, where: str) -> None:

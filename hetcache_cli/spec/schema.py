@@ -25,8 +25,12 @@ class EditSpec:
 
     Args:
         video (`str`): Input video, any format ffmpeg reads.
-        mask (`str`): Mask image (used for every frame), mask video, or folder of per-frame images. White = edit.
         prompt (`str`): What the masked region should show.
+        mask (`str`, *optional*): Mask image (used for every frame), mask video, or folder of per-frame images.
+            White = edit. Give this or `box`.
+        box (`list[str]`, *optional*): Instead of `mask`: box keyframes x0,y0,x1,y1@FRAME in pixels of the video,
+            e.g. ["40,30,200,180@0", "90,30,250,180@16"] (one string for a fixed box; @FRAME defaults to 0),
+            interpolated between keyframes and held before the first and after the last, as `hetcache mask --box`.
         negative_prompt (`str`, defaults to `""`): What it should not show.
         output (`str`, *optional*): Output MP4; default `<video stem>_edited.mp4` beside the video.
         stats (`str`, *optional*): Statistics JSON; default `<output stem>.stats.json` beside the output.
@@ -62,8 +66,9 @@ class EditSpec:
     """
 
     video: str
-    mask: str
     prompt: str
+    mask: str | None = None
+    box: list[str] | str | None = None
     negative_prompt: str = ""
     output: str | None = None
     stats: str | None = None
@@ -97,7 +102,8 @@ class EditSpec:
         return build_config(values, preset=preset)
 
 
-REQUIRED = ("video", "mask", "prompt")
+REQUIRED = ("video", "prompt")
+MASK_KEYS = ("mask", "box")  # exactly one of them
 PATH_FIELDS = ("video", "mask", "output", "stats")
 
 

@@ -8,7 +8,7 @@ import re
 import yaml
 
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.spec.schema import REQUIRED, EditSpec
+from hetcache_cli.spec.schema import MASK_KEYS, REQUIRED, EditSpec
 
 _ARG = re.compile(r"^\s{8}(\w+) \(`[^`]*`(?:, [^)]*)?\):\s*(.*)$")
 
@@ -62,6 +62,8 @@ def render_template() -> str:
         out += _comment(docs.get(f.name, ""), "")
         if f.name in REQUIRED:
             out.append(f"{f.name}: {_yaml_value(examples[f.name])}  # required")
+        elif f.name == MASK_KEYS[0]:
+            out.append(f"{f.name}: {_yaml_value(examples[f.name])}  # required unless {MASK_KEYS[1]} is given")
         else:
             out.append(f"{f.name}: {_yaml_value(f.default)}")
     out += ["", "# HetCache settings: a preset, then any single setting to override it."]

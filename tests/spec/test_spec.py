@@ -69,7 +69,7 @@ def test_spec_file_errors_name_the_key(tmp_path, data, fragment):
 
 def test_unknown_key_lists_valid_keys(tmp_path):
     path = write(tmp_path, {"video": "a.mp4", "colour": "red"})
-    with pytest.raises(InputError, match="valid keys: video, mask, prompt"):
+    with pytest.raises(InputError, match="valid keys: video, prompt, mask, box, negative_prompt"):
         load_spec_file(path)
 
 
@@ -103,6 +103,11 @@ def test_missing_spec_file(tmp_path):
         ({"cache": {"schedule": "FFXQ"}}, "invalid letters"),
         ({"cache": {"reuse_threshold": 0.5, "full_threshold": 0.1}}, "full_threshold"),
         ({"cache": {"max_cache_memory": "lots"}}, "not a size"),
+        ({"mask": None}, "missing mask; give --mask FILE or --box"),
+        ({"box": "1,2,30,40"}, "both mask and box are given"),
+        ({"mask": None, "box": "1,2,30"}, "box '1,2,30' has 3 number"),
+        ({"mask": None, "box": ["1,2,30,40@0", [1, 2, 3, 4]]}, "each box is a string"),
+        ({"mask": None, "box": 12}, "box must be list or str"),
     ],
 )
 def test_build_spec_validation(override, fragment):
@@ -118,6 +123,18 @@ def test_cli_overrides_spec_and_merges_cache():
     merged = merge_values(base, {"steps": 3, "seed": None, "cache": {"method": "hetcache"}})
     assert merged["steps"] == 3 and "seed" not in merged
     assert merged["cache"] == {"method": "hetcache", "reuse_threshold": 0.1}
+
+
+def test_a_mask_or_box_replaces_both_below():
+    spec_mask = {"video": "a.mp4", "mask": "m.png", "prompt": "p"}
+    merged = merge_values(spec_mask, {"box": ["1,2,30,40@0", "5,2,34,40@8"], "mask": None})
+    assert "mask" not in merged and merged["box"] == ["1,2,30,40@0", "5,2,34,40@8"]
+    assert build_spec(merged).box == merged["box"] and build_spec(merged).mask is None
+    back = merge_values({**spec_mask, "mask": None, "box": "1,2,30,40"}, {"mask": "other.png"})
+    assert back["mask"] == "other.png" and "box" not in back
+    both = merge_values(spec_mask, {"mask": "n.png", "box": "1,2,30,40"})
+    with pytest.raises(InputError, match="both mask and box"):
+        build_spec(both)
 
 
 def test_preset_then_overrides():
