@@ -175,15 +175,16 @@ def edit_windows(prediction: str, stats: str | None, frames: int) -> list[dict] 
 
 def seams_text(seams: dict, count: int, masked: bool) -> str:
     where = "inside the mask" if masked else "over the frame"
-    worst = max((j for j in seams["joins"] if j["error"] is not None), key=lambda j: j["error"], default=None)
+    worst = max((j for j in seams["joins"] if j["ratio"] is not None), key=lambda j: j["ratio"], default=None)
     drift = seams["drift"]
-    lines = [f"{count} windows; temporal error {where}:"]
-    if worst is None or seams["within_median"] is None:
+    lines = [f"{count} windows; temporal (warp) error {where}:"]
+    if worst is None:
         lines.append("  joins: no pixels to measure")
     else:
         lines.append(
-            f"  worst join {worst['error']:.2f} (window {worst['window']}, frames {worst['frames'][0]}-"
-            f"{worst['frames'][1]}) vs median {seams['within_median']:.2f} inside windows: {seams['ratio']:.2f}x"
+            f"  worst join: window {worst['window']}, frames {worst['frames'][0]}-{worst['frames'][1]}, worst pair "
+            f"{worst['error']:.2f} vs {worst['within']:.2f} (median of such runs inside windows): {worst['ratio']:.2f}x; "
+            f"single pairs inside windows: median {seams['within_median']:.2f}"
         )
     if drift["pred"] is not None:
         lines.append(

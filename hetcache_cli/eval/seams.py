@@ -37,8 +37,9 @@ def join_pairs(windows: Sequence[dict]) -> list[list[int]]:
     """For each window after the first, the pair indices (t for pair (t, t+1)) of its join."""
     joins = []
     for w in windows[1:]:
-        first, first_new = w["start"], w["start"] + w["shared"]
-        joins.append(list(range(max(first - 1, 0), first_new)))
+        blend = w["shared"] - w.get("known", w["shared"])
+        first_faded = w["start"] + (w["known"] if blend else 0)
+        joins.append(list(range(max(first_faded - 1, 0), w["start"] + w["shared"])))
     return joins
 
 
@@ -62,6 +63,16 @@ def _drift(colours: list) -> float | None:
     return float(np.linalg.norm(np.subtract(present[-1], present[0])))
 
 
+def _run_max_median(errors: np.ndarray, in_join: np.ndarray, length: int) -> float | None:
+    """Median over runs of `length` consecutive pairs inside windows of the run's worst pair."""
+    maxima = []
+    for p in range(len(errors) - length + 1):
+        run = errors[p : p + length]
+        if not in_join[p : p + length].any() and not np.isnan(run).any():
+            maxima.append(run.max())
+    return float(np.median(maxima)) if maxima else None
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
@@ -78,19 +89,27 @@ def seam_report(
         ref: optional reference video (same shape) whose drift is reported beside the prediction's.
 
     Returns:
-        {"joins": [{window, frames: [first, last], error}], "join_max", "within_median", "ratio",
+        {"joins": [{window, frames: [first, last], error (its worst pair), within (the reference for a
+        run of its length), ratio}], "join_max" (the error of the join with the largest ratio),
+        "within_median" (of single pairs inside windows), "ratio" (the largest join ratio),
         "pairs": [per-pair error or None], "colour": {"pred": [...], "ref": [...]}, "drift": {"pred", "ref"}}.
     """
     errors = pair_errors(pred, mask)
     joins = join_pairs(windows)
-    in_join = {p for pairs in joins for p in pairs}
-    inside = [e for p, e in enumerate(errors) if p not in in_join and not math.isnan(e)]
-    within = float(np.median(inside)) if inside else None
+    in_join = np.zeros(len(errors), bool)
+    for pairs in joins:
+        in_join[[p for p in pairs if p < len(errors)]] = True
+    inside = [e for p, e in enumerate(errors) if not in_join[p] and not math.isnan(e)]
     rows = []
     for w, pairs in zip(windows[1:], joins):
         values = [errors[p] for p in pairs if p < len(errors) and not math.isnan(errors[p])]
-        rows.append({"window": w["index"], "frames": [pairs[0], pairs[-1] + 1], "error": max(values) if values else None})
-    worst = max((r["error"] for r in rows if r["error"] is not None), default=None)
+        reference = _run_max_median(errors, in_join, len(pairs))
+        error = max(values) if values else None
+        rows.append({
+            "window": w["index"], "frames": [pairs[0], pairs[-1] + 1], "error": error,
+            "within": reference, "ratio": error / reference if error is not None and reference else None,
+        })  # fmt: skip
+    worst = max((r for r in rows if r["ratio"] is not None), key=lambda r: r["ratio"], default=None)
     colour = {"pred": colour_by_window(pred, mask, windows)}
     drift = {"pred": _drift(colour["pred"])}
     if ref is not None:
@@ -98,9 +117,9 @@ def seam_report(
         drift["ref"] = _drift(colour["ref"])
     return {
         "joins": rows,
-        "join_max": worst,
-        "within_median": within,
-        "ratio": worst / within if worst is not None and within else None,
+        "join_max": None if worst is None else worst["error"],
+        "within_median": float(np.median(inside)) if inside else None,
+        "ratio": None if worst is None else worst["ratio"],
         "pairs": [_nan_to_none(e) for e in errors],
         "colour": colour,
         "drift": drift,

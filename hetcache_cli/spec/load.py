@@ -19,6 +19,7 @@ from hetcache_cli.spec.schema import (
     DEVICES,
     DTYPES,
     FIELD_TYPES,
+    MODEL_DEFAULT_KEYS,
     MASK_KEYS,
     PATH_FIELDS,
     REQUIRED,
@@ -130,7 +131,6 @@ def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
 
 
 MODEL_DEFAULTS_FILE = "hetcache_defaults.json"
-MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt", "window_frames", "window_overlap")
 
 
 def model_defaults(model: str | None) -> dict[str, Any]:

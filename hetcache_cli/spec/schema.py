@@ -45,7 +45,8 @@ class EditSpec:
             overlapping windows of this many frames, each conditioned on the frames the previous one edited;
             a model folder's `hetcache_defaults.json` may recommend another value (the embedded model does).
         window_overlap (`int`, defaults to `16`): Frames consecutive windows share: the next window is given
-            them as known (already edited) frames, and the output is cross-faded over them.
+            the first of them as known (already edited) frames and edits the last min(4, overlap / 2) again;
+            the output cross-fades from the earlier result to the new one over those.
         window_color_match (`bool`, defaults to `True`): Match the colours of each window's edited region to
             the previous window's over the frames they share (removes colour drift between windows).
         steps (`int`, defaults to `30`): Denoising steps.
@@ -102,6 +103,8 @@ class EditSpec:
         return build_config(values, preset=preset)
 
 
+# What a model folder's hetcache_defaults.json may recommend (ranked between the spec and the defaults).
+MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt", "window_frames", "window_overlap")
 REQUIRED = ("video", "prompt")
 MASK_KEYS = ("mask", "box")  # exactly one of them
 PATH_FIELDS = ("video", "mask", "output", "stats")

@@ -8,7 +8,7 @@ import re
 import yaml
 
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.spec.schema import MASK_KEYS, REQUIRED, EditSpec
+from hetcache_cli.spec.schema import MASK_KEYS, MODEL_DEFAULT_KEYS, REQUIRED, EditSpec
 
 _ARG = re.compile(r"^\s{8}(\w+) \(`[^`]*`(?:, [^)]*)?\):\s*(.*)$")
 
@@ -64,6 +64,9 @@ def render_template() -> str:
             out.append(f"{f.name}: {_yaml_value(examples[f.name])}  # required")
         elif f.name == MASK_KEYS[0]:
             out.append(f"{f.name}: {_yaml_value(examples[f.name])}  # required unless {MASK_KEYS[1]} is given")
+        elif f.name in MODEL_DEFAULT_KEYS:
+            # left out, so that a model folder's hetcache_defaults.json can recommend its own value
+            out.append(f"# {f.name}: {_yaml_value(f.default)}  # unless the model folder recommends another")
         else:
             out.append(f"{f.name}: {_yaml_value(f.default)}")
     out += ["", "# HetCache settings: a preset, then any single setting to override it."]

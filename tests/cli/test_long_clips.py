@@ -170,3 +170,29 @@ def test_cost_estimate_counts_windows(clip30, tmp_path):
     six, _ = estimate("b", {**base, "window_frames": 9, "window_overlap": 4}, overwrite=False)
     assert one == 33 * 64 * 64 * 2  # one window, padded to 33 model frames
     assert six == (5 * 9 + 5) * 64 * 64 * 2  # five windows of 9 and the last one of 5 model frames
+
+
+def test_long_clip_on_the_embedded_model(tmp_path):
+    """The acceptance of long clips: 103 frames (not 4k+1) with a moving ball and a mask video that follows it."""
+    from hetcache_cli.eval.seams import colour_by_window, seam_report
+
+    video, mask, region = moving_ball_clip(tmp_path, 103, 96)
+    source = read_video(video).frames
+    colours = {}
+    for prompt in ("a red ball", "a blue ball"):
+        out = tmp_path / f"{prompt.split()[1]}.mp4"
+        # the embedded model's folder recommends its windows (17 frames, overlap 8)
+        r = invoke("edit", video, "--mask", mask, "--prompt", prompt, "--steps", 10, "-o", out, "--crf", 0, "--quiet")
+        assert r.exit_code == 0, r.stderr
+        clip = read_video(out)
+        assert clip.num_frames == 103 and clip.fps == pytest.approx(8.0)
+        stats = json.loads(out.with_name(f"{out.stem}.stats.json").read_text())
+        windows = stats["windows"]
+        assert len(windows) >= 3 and (windows[0]["stop"], windows[1]["shared"]) == (17, 8)
+        seams = seam_report(clip.frames, region, windows, source)
+        assert seams["ratio"] <= 1.5, seams["joins"]
+        colours[prompt] = np.array(colour_by_window(clip.frames, region, windows))  # [windows, RGB]
+    red, blue = colours["a red ball"], colours["a blue ball"]
+    # in every window the prompt's colour shows inside the mask
+    assert np.all(red[:, 0] > red[:, 2]) and np.all(blue[:, 2] > blue[:, 0]), (red.round(), blue.round())
+    assert np.all(red[:, 0] - blue[:, 0] > 20) and np.all(blue[:, 2] - red[:, 2] > 20)

@@ -12,8 +12,8 @@ from hetcache_cli.io.video import write_video
 
 WINDOWS = [
     {"index": 0, "start": 0, "stop": 12, "shared": 0},
-    {"index": 1, "start": 8, "stop": 20, "shared": 4},
-    {"index": 2, "start": 16, "stop": 24, "shared": 4},
+    {"index": 1, "start": 8, "stop": 20, "shared": 4, "known": 2},
+    {"index": 2, "start": 16, "stop": 24, "shared": 4, "known": 4},
 ]
 
 
@@ -28,7 +28,8 @@ def noisy_clip(frames=24, size=48, seed=0):
 
 
 def test_join_pairs_span_the_shared_frames_and_the_first_new_one():
-    assert join_pairs(WINDOWS) == [[7, 8, 9, 10, 11], [15, 16, 17, 18, 19]]
+    # window 1 cross-fades over its 2 blend frames, window 2 (no blend frames) over its known ones
+    assert join_pairs(WINDOWS) == [[9, 10, 11], [15, 16, 17, 18, 19]]
 
 
 def test_a_jump_at_a_join_is_found_and_a_smooth_clip_passes():
@@ -66,7 +67,7 @@ def test_eval_reports_seams_from_the_stats_beside_the_prediction(tmp_path):
     seams = json.loads(r.stdout)["seams"]
     assert [j["window"] for j in seams["joins"]] == [1, 2] and seams["ratio"] == pytest.approx(1.0, abs=0.35)
     text = runner.invoke(app, ["eval", str(pred), "-r", str(ref), "-m", str(mask_video)])
-    assert text.exit_code == 0 and "3 windows; temporal error inside the mask" in text.stdout
+    assert text.exit_code == 0 and "3 windows; temporal (warp) error inside the mask" in text.stdout
 
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"windows": [{**WINDOWS[0], "stop": 30}]}))

@@ -6,7 +6,7 @@ import yaml
 from hetcache_cli.cache.config import HetCacheConfig, build_config, parse_bytes
 from hetcache_cli.errors import InputError
 from hetcache_cli.spec.load import build_spec, load_spec_file, merge_values, model_defaults
-from hetcache_cli.spec.schema import EditSpec, edit_defaults
+from hetcache_cli.spec.schema import MODEL_DEFAULT_KEYS, EditSpec, edit_defaults
 from hetcache_cli.spec.template import render_template
 
 
@@ -155,7 +155,10 @@ def test_parse_bytes():
 def test_template_is_valid_spec_with_every_key(tmp_path):
     text = render_template()
     data = yaml.safe_load(text)
-    assert set(data) == {f for f in EditSpec.__dataclass_fields__}
+    # the keys a model folder may recommend are there, commented out, so that they do not override it
+    assert set(data) == {f for f in EditSpec.__dataclass_fields__} - set(MODEL_DEFAULT_KEYS)
+    for key in MODEL_DEFAULT_KEYS:
+        assert f"# {key}: " in text
     assert set(data["cache"]) == set(HetCacheConfig.__dataclass_fields__)
     [values] = load_spec_file(write(tmp_path, text))
     spec = build_spec(values)
