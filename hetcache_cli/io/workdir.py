@@ -82,7 +82,7 @@ class WorkDir(WindowStore):
         self.finished = 0
         old = self._read_settings()
         if old is not None:
-            count = self._count_finished(windows)
+            count = self.count_finished(windows)
             if not resume:
                 if count:
                     self.messages.append(
@@ -116,7 +116,7 @@ class WorkDir(WindowStore):
     def _names(self, index: int) -> tuple[Path, Path]:
         return self.path / f"window_{index:04d}.npy", self.path / f"window_{index:04d}.json"
 
-    def _count_finished(self, windows: int) -> int:
+    def count_finished(self, windows: int) -> int:
         """Finished windows form a prefix: each one was conditioned on the one before."""
         count = 0
         for index in range(windows):

@@ -138,6 +138,26 @@ def run_edit(
         resume: reuse the finished windows an interrupted run with the same settings left beside the output.
         keep_frames: also return the written frames and the raw model output (for benchmarks).
     """
+    windows = prep.windows
+    store: WindowStore
+    if len(windows) > 1:
+        store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
+        prep.messages.extend(store.messages)
+    else:
+        store = MemoryStore()
+    try:
+        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames)
+    except KeyboardInterrupt:
+        kept = store.count_finished(len(windows)) if isinstance(store, WorkDir) else 0
+        if kept:
+            raise Interrupted(
+                f"no output written; {kept} of {len(windows)} windows are kept in {store.path}: rerun the same "
+                "command with --resume to continue"
+            ) from None
+        raise
+
+
+def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStore, progress, keep_frames: bool):
     import torch
 
     from hetcache_cli.cache import StepStats, apply_hetcache, remove_hetcache
@@ -145,19 +165,12 @@ def run_edit(
 
     spec, windows = prep.spec, prep.windows
     device = pipe.transformer.device
-    store: WindowStore
-    if len(windows) > 1:
-        store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
-        prep.messages.extend(store.messages)
-    else:
-        store = MemoryStore()
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
     total_steps = spec.steps * len(windows)
     window_docs: list[dict] = []
     records: list[dict] = []
     raws: list[np.ndarray] = []
     previous: tuple[Window, np.ndarray] | None = None
-    stored = store.finished
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -171,7 +184,6 @@ def run_edit(
             else:
                 final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps)
                 store.save(window.index, final, doc)
-                stored = window.index + 1
                 _window_finished(window)
                 if keep_frames:
                     raws.append(raw)
@@ -180,14 +192,6 @@ def run_edit(
             previous = (window, final)
             if progress is not None:
                 progress((window.index + 1) * spec.steps, total_steps)
-    except KeyboardInterrupt:
-        kept = stored if isinstance(store, WorkDir) else 0
-        if kept:
-            raise Interrupted(
-                f"no output written; {kept} of {len(windows)} windows are kept in {store.path}: rerun the same "
-                "command with --resume to continue"
-            ) from None
-        raise
     finally:
         remove_hetcache(pipe)
     wall_s = time.perf_counter() - start
