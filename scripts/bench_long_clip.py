@@ -54,6 +54,8 @@ def edit(video: Path, mask: Path, out: Path, args, prompt: str) -> dict:
         cmd += ["--window-overlap", str(args.window_overlap)]
     if args.model:
         cmd += ["--model", args.model]
+    if args.no_color_match:
+        cmd += ["--no-window-color-match"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     stats = json.loads(out.with_name(f"{out.stem}.stats.json").read_text())
@@ -62,7 +64,7 @@ def edit(video: Path, mask: Path, out: Path, args, prompt: str) -> dict:
 
 
 def measure(video: Path, mask: Path, args, prompt: str) -> dict:
-    out = video.with_name(f"{video.stem}_{prompt.split()[1]}.mp4")
+    out = video.with_name(f"{video.stem}_{prompt.split()[1]}{'_nocm' if args.no_color_match else ''}.mp4")
     stats = edit(video, mask, out, args, prompt)
     pred, src = read_video(out).frames, read_video(video).frames
     region = load_mask(mask, src.shape[0], src.shape[1:3])
@@ -79,6 +81,7 @@ def measure(video: Path, mask: Path, args, prompt: str) -> dict:
         "peak_rss_mib": round(stats["summary"]["peak_memory_bytes"] / 2**20, 1),
         "clip_uint8_mib": round(src.nbytes / 2**20, 1),
         "seam_ratio": seams["ratio"],
+        "seam_median_ratio": seams["median_ratio"],
         "worst_join": seams["join_max"],
         "within_median": seams["within_median"],
         "drift": seams["drift"]["pred"],
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--window-frames", type=int, default=None)
     parser.add_argument("--window-overlap", type=int, default=None)
     parser.add_argument("--prompts", default="a red ball,a blue ball")
+    parser.add_argument("--no-color-match", action="store_true", help="edit with --no-window-color-match")
     parser.add_argument("--memory", action="store_true", help="also edit a clip twice as long and compare peak RSS")
     parser.add_argument("--out", type=Path, default=Path("runs/long_clip"))
     args = parser.parse_args()
@@ -108,13 +112,14 @@ def main() -> None:
     if args.memory:
         video2, mask2 = make_clip(args.out, 2 * args.frames, args.size)
         rows.append(measure(video2, mask2, args, args.prompts.split(",")[0].strip()))
-    print("| frames | windows (frames/overlap) | prompt | wall s | FLOPs | worst join / like runs inside | "
+    print("| frames | size | windows (frames/overlap) | prompt | wall s | FLOPs | join / like runs inside: worst, median | "
           "drift (source) | peak RSS MiB | clip uint8 MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['frames']} | {r['windows']} ({r['window_frames']}/{r['window_overlap']}) | {r['prompt']} | "
-            f"{r['wall_s']} | {r['flops_ratio']:.0%} | {r['seam_ratio']:.2f}x | {r['drift']:.1f} ({r['drift_source']:.1f}) "
+            f"| {r['frames']} | {args.size}x{args.size} | {r['windows']} ({r['window_frames']}/{r['window_overlap']}) | "
+            f"{r['prompt']} | {r['wall_s']} | {r['flops_ratio']:.0%} | {r['seam_ratio']:.2f}x, {r['seam_median_ratio']:.2f}x | "
+            f"{r['drift']:.1f} ({r['drift_source']:.1f}) "
             f"| {r['peak_rss_mib']} | {r['clip_uint8_mib']} |"
         )
     for r in rows:

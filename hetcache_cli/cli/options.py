@@ -43,7 +43,7 @@ WindowColorMatch = Annotated[
     Optional[bool],
     typer.Option(
         "--window-color-match/--no-window-color-match",
-        help="Match each window's edited colours to the previous window's over their overlap [default: on].",
+        help="Match each window's edited colours to the previous window's over their overlap [default: off].",
     ),
 ]
 Resume = Annotated[

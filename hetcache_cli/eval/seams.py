@@ -91,7 +91,7 @@ def seam_report(
     Returns:
         {"joins": [{window, frames: [first, last], error (its worst pair), within (the reference for a
         run of its length), ratio}], "join_max" (the error of the join with the largest ratio),
-        "within_median" (of single pairs inside windows), "ratio" (the largest join ratio),
+        "within_median" (of single pairs inside windows), "ratio" (the largest join ratio), "median_ratio",
         "pairs": [per-pair error or None], "colour": {"pred": [...], "ref": [...]}, "drift": {"pred", "ref"}}.
     """
     errors = pair_errors(pred, mask)
@@ -120,6 +120,7 @@ def seam_report(
         "join_max": None if worst is None else worst["error"],
         "within_median": float(np.median(inside)) if inside else None,
         "ratio": None if worst is None else worst["ratio"],
+        "median_ratio": float(np.median([r["ratio"] for r in rows if r["ratio"] is not None])) if worst else None,
         "pairs": [_nan_to_none(e) for e in errors],
         "colour": colour,
         "drift": drift,

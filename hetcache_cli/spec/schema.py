@@ -47,8 +47,9 @@ class EditSpec:
         window_overlap (`int`, defaults to `16`): Frames consecutive windows share: the next window is given
             the first of them as known (already edited) frames and edits the last min(4, overlap / 2) again;
             the output cross-fades from the earlier result to the new one over those.
-        window_color_match (`bool`, defaults to `True`): Match the colours of each window's edited region to
-            the previous window's over the frames they share (removes colour drift between windows).
+        window_color_match (`bool`, defaults to `False`): Scale and shift each window's colours inside the mask
+            to match the previous window's over the frames they share. Off by default: on the embedded model it
+            did not lower colour drift or seams consistently (docs/benchmarks.md); try it where a model drifts.
         steps (`int`, defaults to `30`): Denoising steps.
         guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance). A
             model folder's `hetcache_defaults.json` may recommend another default (the embedded model does).
@@ -80,7 +81,7 @@ class EditSpec:
     max_area: int = 480 * 832
     window_frames: int = 81
     window_overlap: int = 16
-    window_color_match: bool = True
+    window_color_match: bool = False
     steps: int = 30
     guidance_scale: float = 5.0
     seed: int = 0
