@@ -54,8 +54,8 @@ def edit(video: Path, mask: Path, out: Path, args, prompt: str) -> dict:
         cmd += ["--window-overlap", str(args.window_overlap)]
     if args.model:
         cmd += ["--model", args.model]
-    if args.no_color_match:
-        cmd += ["--no-window-color-match"]
+    if args.color_match:
+        cmd += ["--window-color-match"]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     stats = json.loads(out.with_name(f"{out.stem}.stats.json").read_text())
@@ -64,7 +64,7 @@ def edit(video: Path, mask: Path, out: Path, args, prompt: str) -> dict:
 
 
 def measure(video: Path, mask: Path, args, prompt: str) -> dict:
-    out = video.with_name(f"{video.stem}_{prompt.split()[1]}{'_nocm' if args.no_color_match else ''}.mp4")
+    out = video.with_name(f"{video.stem}_{prompt.split()[1]}{'_cm' if args.color_match else ''}.mp4")
     stats = edit(video, mask, out, args, prompt)
     pred, src = read_video(out).frames, read_video(video).frames
     region = load_mask(mask, src.shape[0], src.shape[1:3])
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--window-frames", type=int, default=None)
     parser.add_argument("--window-overlap", type=int, default=None)
     parser.add_argument("--prompts", default="a red ball,a blue ball")
-    parser.add_argument("--no-color-match", action="store_true", help="edit with --no-window-color-match")
+    parser.add_argument("--color-match", action="store_true", help="edit with --window-color-match")
     parser.add_argument("--memory", action="store_true", help="also edit a clip twice as long and compare peak RSS")
     parser.add_argument("--out", type=Path, default=Path("runs/long_clip"))
     args = parser.parse_args()
