@@ -11,28 +11,28 @@ Two modes of `self_attention`:
   they are also copied into it (the FULL step refreshing the cache);
 - active rows (`idx` [B, M]): Q/K/V of the M rows only; their K/V rows are written into the
   layer's full-length cache in place, and the M queries attend over all N cached keys.
+
+How a slot stores K/V (float, fp8, host memory) is storage.py's business. Cross-attention takes
+either the text embedding or the layer's cached text K/V (text_kv.py). Each block is called
+through its internals, so `run_stack` runs the block's diffusers hooks (group offloading,
+layerwise casting) around it, as the block's own forward would (offload.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-from hetcache_cli.kernels import scatter_tokens_
+from hetcache_cli.cache import offload
+from hetcache_cli.cache.storage import KVSlot
+from hetcache_cli.cache.text_kv import TextKV
+
+__all__ = ["KVSlot", "Rope", "block_body", "gather_rope", "run_stack", "self_attention", "vace_block"]
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: [1, L, 1, head_dim] each
 Probe = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
-
-
-@dataclass
-class KVSlot:
-    """One layer's full-length post-norm, post-rope K and V cache of one guidance branch."""
-
-    k: torch.Tensor  # [B, N, H * d]
-    v: torch.Tensor  # [B, N, H * d]
 
 
 def apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
@@ -80,15 +80,13 @@ def self_attention(
     key = apply_rotary(key, *rope)
     if idx is None:
         if kv is not None:
-            kv.k.copy_(key.flatten(2))
-            kv.v.copy_(value.flatten(2))
+            kv.store(key.flatten(2), value.flatten(2))
         if probe is not None:
             probe(x, query, key)
     else:
-        scatter_tokens_(kv.k, idx, key.flatten(2).to(kv.k.dtype), use_triton=use_triton)
-        scatter_tokens_(kv.v, idx, value.flatten(2).to(kv.v.dtype), use_triton=use_triton)
-        key = kv.k.unflatten(2, (attn.heads, -1)).to(query.dtype)  # [B, N, H, d]
-        value = kv.v.unflatten(2, (attn.heads, -1)).to(query.dtype)
+        key, value = kv.update(idx, key.flatten(2), value.flatten(2), query.dtype, use_triton)
+        key = key.unflatten(2, (attn.heads, -1))  # [B, N, H, d]
+        value = value.unflatten(2, (attn.heads, -1))
     out = dispatch_attention_fn(
         query,
         key,
@@ -115,7 +113,10 @@ def block_body(
     probe: Probe | None = None,
     use_triton: bool | None = None,
 ) -> torch.Tensor:
-    """Self-attention, cross-attention and FFN of a main or VACE block; x [B, L, D], temb [B, 6, D]."""
+    """Self-attention, cross-attention and FFN of a main or VACE block; x [B, L, D], temb [B, 6, D].
+
+    `encoder_hidden_states`: the text embedding [B, Lt, D], or the layer's `text_kv.TextLayer`.
+    """
     shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
         block.scale_shift_table.to(temb.device) + temb.float()
     ).chunk(6, dim=1)
@@ -124,11 +125,18 @@ def block_body(
     x = (x.float() + attn_output * gate_msa).type_as(x)
 
     norm = block.norm2(x.float()).type_as(x)
-    x = x + block.attn2(norm, encoder_hidden_states, None, None)
+    x = x + cross_attention(block.attn2, norm, encoder_hidden_states)
 
     norm = (block.norm3(x.float()) * (1 + c_scale_msa) + c_shift_msa).type_as(x)
     ff_output = block.ffn(norm)
     return (x.float() + ff_output.float() * c_gate_msa).type_as(x)
+
+
+def cross_attention(attn, x: torch.Tensor, context) -> torch.Tensor:
+    """A block's `attn2`: `context` is the text embedding, or a text_kv.TextLayer holding its K/V."""
+    if isinstance(context, torch.Tensor):
+        return attn(x, context, None, None)
+    return context.attend(attn, x)
 
 
 def vace_block(
@@ -167,21 +175,30 @@ def run_stack(
 ) -> torch.Tensor:
     """All VACE blocks, then all main blocks with each hint added once after its layer: x [B, L, D] -> [B, L, D].
 
-    `kv` lists the main layers' slots first, then the VACE layers'. With `idx`, x and control
-    hold the active rows only and every hint is computed for, and added to, those rows.
+    `kv` lists the main layers' slots first, then the VACE layers' (so does a `TextKV` given as
+    `encoder_hidden_states`). With `idx`, x and control hold the active rows only and every hint
+    is computed for, and added to, those rows.
     """
     n_main = len(module.blocks)
+    text = encoder_hidden_states
+    per_layer = isinstance(text, TextKV)
     hints = []
     for i, block in enumerate(module.vace_blocks):
         slot = kv[n_main + i] if kv is not None else None
-        hint, control = vace_block(block, x, control, encoder_hidden_states, temb, rope, slot, idx, use_triton)
+        context = text.layer(n_main + i) if per_layer else text
+        hooks = offload.enter(block)
+        hint, control = vace_block(block, x, control, context, temb, rope, slot, idx, use_triton)
+        offload.leave(block, hooks)
         hints.append(hint)
     vace_layers = set(module.config.vace_layers)
     j = 0  # diffusers pairs the j-th VACE block with the j-th VACE layer met in block order
     for i, block in enumerate(module.blocks):
         slot = kv[i] if kv is not None else None
         layer_probe = probe if i == probe_layer else None
-        x = block_body(block, x, encoder_hidden_states, temb, rope, slot, idx, layer_probe, use_triton)
+        context = text.layer(i) if per_layer else text
+        hooks = offload.enter(block)
+        x = block_body(block, x, context, temb, rope, slot, idx, layer_probe, use_triton)
+        offload.leave(block, hooks)
         if i in vace_layers:
             x = x + hints[j].to(x.device) * scales[j]
             j += 1

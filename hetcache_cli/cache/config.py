@@ -14,7 +14,8 @@ import yaml
 METHODS = ("none", "teacache", "hetcache")
 PRESETS = ("quality", "balanced", "fast")
 SELECTIONS = ("attention", "uniform")
-CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16")
+CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16", "float8_e4m3fn")
+CACHE_DEVICES = ("auto", "cuda", "cpu")
 ON_OVERFLOW = ("error", "teacache")
 SCHEDULE_LETTERS = "FPR"
 
@@ -65,7 +66,16 @@ class HetCacheConfig:
         kmeans_iters (`int`, defaults to `4`):
             k-means iterations per FULL step (warm-started from the previous centroids).
         cache_dtype (`str`, defaults to `"auto"`):
-            Dtype of the per-layer K/V and residual caches; `auto` uses the transformer's dtype.
+            Dtype of the per-layer K/V and residual caches; `auto` uses the transformer's dtype. `float8_e4m3fn`
+            stores K/V in 8 bits with one scale per layer and head (dequantised when read; the residual stays in
+            the transformer's dtype): about a quarter of float32's K/V memory, half of bfloat16's.
+        cache_device (`str`, defaults to `"auto"`):
+            Where the K/V caches live: `cuda` on the GPU the model runs on, `cpu` in host memory (pinned on
+            CUDA; each layer is copied in while the previous one computes), `auto` on the GPU when they fit in
+            its free memory at the start of the run, else in host memory. On a CPU run all are host memory.
+        text_kv (`bool`, defaults to `True`):
+            Compute the cross-attention K/V of the prompt once per run and guidance branch (at the first step)
+            and reuse them: exact, the prompt never changes during a run.
         max_cache_memory (`str`, *optional*):
             Upper bound for the cache memory, e.g. `"8GiB"` or `"512MiB"`. None = no bound.
         on_cache_overflow (`str`, defaults to `"error"`):
@@ -92,6 +102,8 @@ class HetCacheConfig:
     kmeans_clusters: int = 8
     kmeans_iters: int = 4
     cache_dtype: str = "auto"
+    cache_device: str = "auto"
+    text_kv: bool = True
     max_cache_memory: str | int | None = None
     on_cache_overflow: str = "error"
     use_triton: bool | None = None
@@ -105,6 +117,7 @@ class HetCacheConfig:
         _choice("method", self.method, METHODS)
         _choice("selection", self.selection, SELECTIONS)
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        _choice("cache_device", self.cache_device, CACHE_DEVICES)
         _choice("on_cache_overflow", self.on_cache_overflow, ON_OVERFLOW)
         if self.preset is not None:
             _choice("preset", self.preset, PRESETS)

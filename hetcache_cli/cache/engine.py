@@ -10,6 +10,9 @@ PARTIAL  the active rows A of the main and VACE streams are gathered once; every
          on A only against the full-length K/V caches; tokens outside A get their current
          input + cached residual; merged rows go through the head on all tokens.
 REUSE    no block runs (VACE included): current input + cached residual, then the head.
+
+With the branch's `TextKV` (text_kv.py), FULL and PARTIAL skip the text embedder once the
+prompt's K/V are cached, and every block's cross-attention reuses them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from hetcache_cli.cache.blocks import Rope, gather_rope, run_stack
 from hetcache_cli.cache.state import BranchState
+from hetcache_cli.cache.text_kv import TextKV
 from hetcache_cli.kernels import gather_tokens, merge_tokens, scatter_tokens_
 
 
@@ -38,7 +42,7 @@ class Embedded:
     x: torch.Tensor  # [B, N, D] patch-embedded main stream (the stack's input)
     temb: torch.Tensor  # [B, D]
     tproj: torch.Tensor | None = None  # [B, 6, D]
-    text: torch.Tensor | None = None  # [B, L, D]
+    text: torch.Tensor | TextKV | None = None  # [B, L, D], or the branch's cached text K/V
     scales: tuple[torch.Tensor, ...] = ()
 
 
@@ -61,11 +65,22 @@ def _scales(module, inputs: Inputs) -> tuple[torch.Tensor, ...]:
     return scales
 
 
-def embed(module, inputs: Inputs, with_blocks: bool = True) -> Embedded:
-    """Patch and condition embeddings; `with_blocks=False` (REUSE) computes only what the head needs."""
+def embed(module, inputs: Inputs, with_blocks: bool = True, text_kv: TextKV | None = None) -> Embedded:
+    """Patch and condition embeddings; `with_blocks=False` (REUSE) computes only what the head needs.
+
+    With `text_kv` (text-only conditioning), the text embedder runs only when the prompt changed.
+    """
     x = module.patch_embedding(inputs.hidden_states).flatten(2).transpose(1, 2)  # [B, N, D]
     if not with_blocks:
         return Embedded(x=x, temb=_time_embedding(module, inputs))
+    if text_kv is not None and inputs.encoder_hidden_states_image is None:
+        if text_kv.matches(inputs.encoder_hidden_states):
+            temb = _time_embedding(module, inputs)
+            tproj = module.condition_embedder.time_proj(module.condition_embedder.act_fn(temb))
+        else:
+            temb, tproj, text, _ = module.condition_embedder(inputs.timestep, inputs.encoder_hidden_states, None)
+            text_kv.bind(inputs.encoder_hidden_states, text)
+        return Embedded(x=x, temb=temb, tproj=tproj.unflatten(1, (6, -1)), text=text_kv, scales=_scales(module, inputs))
     temb, tproj, text, text_image = module.condition_embedder(
         inputs.timestep, inputs.encoder_hidden_states, inputs.encoder_hidden_states_image
     )
@@ -118,7 +133,7 @@ def forward_full(
     use_triton: bool | None = None,
 ) -> torch.Tensor:
     """Every block on all tokens (the uncached result); refreshes the branch's residual and K/V caches."""
-    emb = embed(module, inputs)
+    emb = embed(module, inputs, text_kv=state.text if state is not None else None)
     control = embed_control(module, inputs, emb.x.size(1))
     kv = state.kv if (state is not None and keep_kv) else None
     out = run_stack(
@@ -133,7 +148,7 @@ def forward_partial(
     module, inputs: Inputs, rope: Rope, state: BranchState, use_triton: bool | None = None
 ) -> torch.Tensor:
     """Blocks on the active rows only (`state.active` [B, M]); the other rows: input + cached residual."""
-    emb = embed(module, inputs)
+    emb = embed(module, inputs, text_kv=state.text)
     x_in = emb.x.contiguous()  # [B, N, D]
     idx = state.active  # [B, M]
     control = embed_control(module, inputs, x_in.size(1))

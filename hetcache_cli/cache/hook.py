@@ -2,9 +2,11 @@
 
 One stateful `ModelHook` replaces the transformer's forward. Its caches live in a
 `BranchState` per diffusers cache context ("cond" / "uncond"); what a run shares (plan,
-token classes) lives in the hook's `RunState`.
+token classes) lives in the hook's `RunState`. A two-expert pipeline (Wan2.2) gets one hook
+per transformer, planned together by an `ExpertGroup` (experts.py). Offloading hooks keep
+wrapping the compute (offload.py).
 
-Run detection. Attached to a `WanVACEPipeline`, the hook wraps the instance's
+Run detection. Attached to a `WanVACEPipeline`, the group wraps the instance's
 `prepare_masks`: every call of the pipeline passes there once, after `set_timesteps` and
 before the loop, with the preprocessed pixel mask [1, C, F, H, W]. That is where a run
 begins: caches dropped, schedule planned, memory checked; so a call that raised mid-loop
@@ -17,7 +19,6 @@ The pipeline's end-of-call `_reset_stateful_cache` calls `reset_state`, which fr
 
 from __future__ import annotations
 
-import functools
 import logging
 import weakref
 
@@ -26,14 +27,16 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils import apply_lora_scale
 
-from hetcache_cli.cache import engine
+from hetcache_cli.cache import engine, offload
 from hetcache_cli.cache.config import HetCacheConfig
+from hetcache_cli.cache.experts import attach_group, pipeline_experts
 from hetcache_cli.cache.flops import ModelDims, forward_flops
 from hetcache_cli.cache.planning import RunPlanner
 from hetcache_cli.cache.schedule import FULL, PARTIAL, REUSE
 from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
 from hetcache_cli.cache.state import BranchState
 from hetcache_cli.cache.stats import StepStats, TokenCounts
+from hetcache_cli.cache.text_kv import TextKV
 from hetcache_cli.kernels import build_slot_map
 
 logger = logging.getLogger(__name__)
@@ -46,12 +49,17 @@ class HetCacheHook(ModelHook, RunPlanner):
 
     _is_stateful = True
 
-    def __init__(self, config: HetCacheConfig, stats: StepStats | None = None, pipeline=None) -> None:
+    def __init__(
+        self, config: HetCacheConfig, stats: StepStats | None = None, pipeline=None, expert: str = "transformer"
+    ) -> None:
         super().__init__()
         RunPlanner.__init__(self, config, stats)
         self.state_manager = StateManager(BranchState)
         self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
         self._module = None
+        self.expert = expert  # the pipeline component this hook is on
+        self._raw_forward = None  # the transformer's own forward (set by offload.attach)
+        self._bottom = None
 
     def initialize_hook(self, module):
         self._module = weakref.ref(module)
@@ -90,6 +98,8 @@ class HetCacheHook(ModelHook, RunPlanner):
             control_hidden_states,
             control_hidden_states_scale,
         )
+        if self.group is not None:
+            self.group.activate(self)
         state: BranchState = self.state_manager.get_state()
         branch = self.state_manager.context.name
         step = self._step_index(state)
@@ -107,7 +117,7 @@ class HetCacheHook(ModelHook, RunPlanner):
         return Transformer2DModelOutput(sample=output)
 
     def _original(self, inputs: engine.Inputs, attention_kwargs: dict | None) -> torch.Tensor:
-        return self.fn_ref.original_forward(
+        return self._raw_forward(
             hidden_states=inputs.hidden_states,
             timestep=inputs.timestep,
             encoder_hidden_states=inputs.encoder_hidden_states,
@@ -122,25 +132,35 @@ class HetCacheHook(ModelHook, RunPlanner):
         run = self.run
         classes = self.token_classes(module, inputs)
         n_tokens = classes.n_tokens
+        device = inputs.hidden_states.device
         if run.method != "none" and not self.memory_checked:
-            self.check_memory(module, n_tokens, branches=2)  # bare transformer without begin_run(n_tokens=...)
+            self.check_memory(module, n_tokens, 2, device)  # bare transformer without begin_run(n_tokens=...)
         decision = self._decision(step, state)
-        timer = self.stats.start(inputs.hidden_states.device) if self.stats is not None else None
+        timer = self.stats.start(device) if self.stats is not None else None
 
+        text_layers = None  # blocks that projected the prompt's K/V in this forward (None: all)
         if run.method == "none":
             output = self._original(inputs, attention_kwargs)
         else:
-            layers = len(module.blocks) + len(module.vace_blocks) if run.method == "hetcache" else 0
-            width = module.config.num_attention_heads * module.config.attention_head_dim
-            shape = (inputs.hidden_states.shape[0], n_tokens, width)  # [B, N, D]
-            state.ensure(layers, shape, self.cache_dtype(module), inputs.hidden_states.device)
+            n_main, n_vace = len(module.blocks), len(module.vace_blocks)
+            layers = n_main + n_vace if run.method == "hetcache" else 0
+            heads = module.config.num_attention_heads
+            shape = (inputs.hidden_states.shape[0], n_tokens, heads * module.config.attention_head_dim)  # [B, N, D]
+            state.ensure(layers, shape, run.layout, device, heads)
+            if run.layout.text_kv and state.text is None:
+                state.text = TextKV()
+            if state.store is not None:  # the stack's layer order: VACE blocks, then main blocks
+                state.store.begin(list(range(n_main, layers)) + list(range(n_main)), prefetch=decision == PARTIAL)
+            before = state.text.computed if state.text is not None else 0
             output = _lora_scoped(module, self, decision, inputs, state, attention_kwargs=attention_kwargs)
+            if state.text is not None:
+                text_layers = state.text.computed - before
 
         if self.stats is not None:
             g, m, c = classes.counts
             computed = {FULL: n_tokens, PARTIAL: self.n_active, REUSE: 0}[decision]
             dims = self.dims(module, inputs)
-            flops = forward_flops(dims, n_tokens, None if decision == FULL else computed)
+            flops = forward_flops(dims, n_tokens, None if decision == FULL else computed, text_layers)
             self.stats.record(
                 timer,
                 step,
@@ -149,8 +169,16 @@ class HetCacheHook(ModelHook, RunPlanner):
                 decision,
                 TokenCounts(total=n_tokens, computed=computed, generative=g, margin=m, context=c),
                 flops,
+                expert=self.expert,
+                flops_full=forward_flops(dims, n_tokens),
             )
+            self.stats.observe_cache(self.expert, *self.cache_nbytes())
         return output
+
+    def cache_nbytes(self) -> tuple[int, int]:
+        """(step caches, text K/V): bytes of the tensors this hook holds now, both branches, device and host."""
+        sizes = [s.nbytes() for s in self.state_manager._state_cache.values()]
+        return sum(b["cache"] for b in sizes), sum(b["text"] for b in sizes)
 
     def _decision(self, step: int, state: BranchState) -> str:
         run = self.run
@@ -219,57 +247,56 @@ def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats
 
     Returns the hook, which is also the handle: `handle.schedule`, `handle.begin_run(timesteps)`,
     `handle.set_mask(mask)`. With a pipeline, just call the pipeline; `stats` is reset at the
-    start of every call and holds one record per step and guidance branch afterwards.
+    start of every call and holds one record per step and guidance branch afterwards. A Wan2.2
+    pipeline with `transformer_2` gets a hook on each expert (`handle.group.hooks`); the handle
+    is the first expert's. Works under model CPU offload and group offloading, applied before
+    or after.
     """
-    transformer, pipe = _split(pipe_or_transformer)
-    registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    if registry.get_hook(HOOK_NAME) is not None:
-        raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
+    experts, pipe = _split(pipe_or_transformer)
+    for _, transformer in experts:
+        if HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME) is not None:
+            raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
+        offload.check_blocks(transformer)
     if stats is not None and stats.dims is None:
-        stats.dims = ModelDims.from_config(transformer.config)
-    hook = HetCacheHook(config, stats, pipe)
-    registry.register_hook(hook, HOOK_NAME)
-    registry.invalidate_child_registries_cache()
+        stats.dims = ModelDims.from_config(experts[0][1].config)
+    hooks = {}
+    for name, transformer in experts:
+        hooks[name] = HetCacheHook(config, stats, pipe, expert=name)
+        offload.attach(HookRegistry.check_if_exists_or_initialize(transformer), hooks[name], HOOK_NAME)
     if pipe is not None:
-        original = pipe.prepare_masks
-
-        @functools.wraps(original)
-        def prepare_masks(mask, reference_images=None, generator=None):
-            out = original(mask, reference_images, generator)
-            n_refs = len(reference_images[0]) if reference_images else 0
-            hook.begin_pipeline_run(pipe, mask, n_refs)
-            return out
-
-        prepare_masks._hetcache_original = original
-        pipe.prepare_masks = prepare_masks
-    return hook
+        attach_group(pipe, hooks)
+    return next(iter(hooks.values()))
 
 
 def remove_hetcache(pipe_or_transformer) -> None:
     """Detach HetCache (caches freed); a no-op when it is not attached."""
-    transformer, pipe = _split(pipe_or_transformer)
-    registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    hook = registry.get_hook(HOOK_NAME)
-    if hook is not None:
-        hook.reset_state(transformer)
-        registry.remove_hook(HOOK_NAME, recurse=False)
-        registry.invalidate_child_registries_cache()
+    experts, pipe = _split(pipe_or_transformer)
+    for _, transformer in experts:
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        hook = registry.get_hook(HOOK_NAME)
+        if hook is not None:
+            hook.reset_state(transformer)
+            offload.detach(registry, hook, HOOK_NAME)
     if pipe is not None and hasattr(pipe.__dict__.get("prepare_masks"), "_hetcache_original"):
         del pipe.prepare_masks
 
 
 def get_hetcache(pipe_or_transformer) -> HetCacheHook | None:
-    transformer, _ = _split(pipe_or_transformer)
-    return HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME)
+    experts, _ = _split(pipe_or_transformer)
+    return HookRegistry.check_if_exists_or_initialize(experts[0][1]).get_hook(HOOK_NAME)
 
 
 def _split(obj):
-    """(transformer, pipeline or None)."""
-    transformer = getattr(obj, "transformer", None)
-    if transformer is not None:
-        if not hasattr(obj, "prepare_masks"):
-            raise ValueError(f"{type(obj).__name__} is not a Wan-VACE pipeline: HetCache needs WanVACEPipeline")
-        return transformer, obj
+    """([(expert name, transformer)], pipeline or None)."""
+    if hasattr(obj, "prepare_masks") or hasattr(obj, "transformer_2"):
+        experts = pipeline_experts(obj)
+        if not hasattr(obj, "prepare_masks") or not experts or experts[0][0] != "transformer":
+            raise ValueError(
+                f"{type(obj).__name__} is not a Wan-VACE pipeline with a transformer: HetCache needs WanVACEPipeline"
+            )
+        return experts, obj
+    if getattr(obj, "transformer", None) is not None:
+        raise ValueError(f"{type(obj).__name__} is not a Wan-VACE pipeline: HetCache needs WanVACEPipeline")
     if not hasattr(obj, "vace_blocks"):
         raise ValueError(f"{type(obj).__name__} is not a WanVACETransformer3DModel: HetCache needs a Wan-VACE model")
-    return obj, None
+    return [("transformer", obj)], None

@@ -16,13 +16,8 @@ from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.schedule import FULL, decide, modulation_signal, normalise_signal, parse_schedule
 from hetcache_cli.cache.selection import static_active
-from hetcache_cli.cache.state import (
-    CacheMemoryError,
-    RunState,
-    estimate_cache_memory,
-    format_bytes,
-    resolve_cache_dtype,
-)
+from hetcache_cli.cache.state import CacheMemoryError, RunState, cache_layout, cache_memory, format_bytes
+from hetcache_cli.cache.storage import CacheLayout, activation_bytes
 from hetcache_cli.cache.stats import StepStats
 from hetcache_cli.cache.tokens import (
     TokenClasses,
@@ -44,6 +39,8 @@ class RunPlanner:
         self.run = RunState(run_id=0, method=config.method)
         self._user_mask: tuple[torch.Tensor, int | None, int | None] | None = None
         self._factors: tuple[int | None, int | None] = (None, None)
+        self.group = None  # the ExpertGroup of a pipeline (experts.py), None on a bare transformer
+        self.expert = "transformer"
 
     # ---- public handle API -------------------------------------------------------------
 
@@ -72,8 +69,11 @@ class RunPlanner:
 
     # ---- run lifecycle -----------------------------------------------------------------
 
-    def begin_pipeline_run(self, pipe, mask: torch.Tensor, n_refs: int) -> None:
-        """Called from the wrapped `prepare_masks` with the pipeline's pixel mask [1, C, F, H, W]."""
+    def begin_pipeline_run(self, pipe, mask: torch.Tensor, n_refs: int, decisions: list[str] | None = None) -> None:
+        """Called from the wrapped `prepare_masks` with the pipeline's pixel mask [1, C, F, H, W].
+
+        `decisions`: the plan, when it is made for several experts together (experts.py).
+        """
         transformer = self.transformer
         pixel = (mask[0] > 0.5).any(dim=0)  # [F, H, W]
         patch = transformer.config.patch_size
@@ -82,17 +82,18 @@ class RunPlanner:
         spatial, temporal = self._factors
         n_tokens = ((frames - 1) // temporal + 1 + n_refs) * (height // spatial) * (width // spatial)
         branches = 2 if pipe.do_classifier_free_guidance else 1
-        self._begin(pipe.scheduler.timesteps, branches, n_tokens, pixel_mask=pixel)
+        self._begin(pipe.scheduler.timesteps, branches, n_tokens, pixel, pipe._execution_device, decisions)
 
-    def _begin(self, timesteps, branches: int, n_tokens: int | None, pixel_mask: torch.Tensor | None) -> None:
+    def _begin(self, timesteps, branches: int, n_tokens: int | None, pixel_mask: torch.Tensor | None,
+               device: torch.device | None = None, decisions: list[str] | None = None) -> None:
         self.state_manager.reset()
         self.run = RunState(run_id=self.run.run_id + 1, method=self.config.method, pixel_mask=pixel_mask)
         self.run.timesteps = [float(t) for t in torch.as_tensor(timesteps).flatten().cpu()]
-        self.run.decisions = self._plan(self.config)
-        if self.stats is not None:
-            self.stats.reset()
+        self.run.decisions = list(decisions) if decisions is not None else self.plan(self.config)
+        if self.stats is not None and self.group is None:
+            self.stats.reset()  # a group of experts resets its shared stats once
         if n_tokens is not None:
-            self.check_memory(self.transformer, n_tokens, branches)
+            self.check_memory(self.transformer, n_tokens, branches, device)
 
     def end_run(self) -> None:
         self.run = RunState(run_id=self.run.run_id + 1, method=self.config.method)
@@ -104,7 +105,10 @@ class RunPlanner:
         if self.stats is not None:
             self.stats.reset()
 
-    def _plan(self, config: HetCacheConfig) -> list[str]:
+    def plan(self, config: HetCacheConfig) -> list[str]:
+        """The decisions of this run under `config` (a group of experts plans them together)."""
+        if self.group is not None:
+            return self.group.plan(config, self.run.timesteps)
         steps = len(self.run.timesteps)
         if config.method == "none":
             return [FULL] * steps
@@ -129,41 +133,62 @@ class RunPlanner:
     def memory_checked(self) -> bool:
         return self.run.memory_checked
 
-    def cache_dtype(self, module) -> torch.dtype:
-        return resolve_cache_dtype(self.config.cache_dtype, module.dtype)
+    def layout(self, module, n_tokens: int, branches: int, device: torch.device | None) -> CacheLayout:
+        """How this run keeps its caches: `cache_dtype`, and `cache_device` resolved for `device`."""
+        return plan_layout(self.config, module, n_tokens, branches, device, self.run.method)
 
-    def check_memory(self, module, n_tokens: int, branches: int) -> None:
-        """Cache bytes of this run vs `max_cache_memory`: error, or fall back to teacache, before any step."""
+    def check_memory(self, module, n_tokens: int, branches: int, device: torch.device | None = None) -> None:
+        """Cache bytes of this run vs `max_cache_memory`, before any step.
+
+        Over the limit, the prompt's text K/V go first (the smallest saving), then, with
+        `on_cache_overflow: teacache`, the per-layer K/V (a TeaCache run); otherwise an error.
+        """
         run, config = self.run, self.config
         dims = ModelDims.from_config(module.config)
-        dtype = self.cache_dtype(module)
-        need = estimate_cache_memory(dims, n_tokens, branches, dtype, run.method)
+        layout = self.layout(module, n_tokens, branches, device)
         limit = config.max_cache_memory_bytes
-        if limit is not None and need > limit and run.method == "hetcache":
-            small = estimate_cache_memory(dims, n_tokens, branches, dtype, "teacache")
-            if config.on_cache_overflow == "error" or small > limit:
+
+        def need(method: str, lay: CacheLayout) -> int:
+            return cache_memory(dims, n_tokens, branches, lay, module.dtype, method)["total"]
+
+        bare = replace(layout, text_kv=False)
+        first = need(run.method, layout)
+        if limit is not None and first > limit:
+            options = [(run.method, bare)]
+            if run.method == "hetcache" and config.on_cache_overflow == "teacache":
+                options += [("teacache", layout), ("teacache", bare)]
+            fit = next(((m, lay) for m, lay in options if need(m, lay) <= limit), None)
+            if fit is None and run.method == "hetcache":
                 raise CacheMemoryError(
-                    f"HetCache needs {format_bytes(need)} of K/V caches for {n_tokens} tokens x {branches} branches "
+                    f"HetCache needs {format_bytes(first)} of K/V caches for {n_tokens} tokens x {branches} branches "
                     f"but max_cache_memory is {config.max_cache_memory}: raise max_cache_memory, use fewer frames "
-                    "or a smaller size, cache_dtype bfloat16, or on_cache_overflow: teacache"
+                    "or a smaller size, cache_dtype float8_e4m3fn, or on_cache_overflow: teacache"
                 )
+            if fit is None:
+                raise CacheMemoryError(
+                    f"{run.method} needs {format_bytes(first)} of caches but max_cache_memory is "
+                    f"{config.max_cache_memory}: raise max_cache_memory or use fewer frames"
+                )
+            method, layout = fit
             logger.warning(
-                "HetCache caches would need %s (max_cache_memory %s): falling back to teacache for this run",
-                format_bytes(need),
+                "HetCache caches would need %s (max_cache_memory %s): %s for this run",
+                format_bytes(first),
                 config.max_cache_memory,
+                "computing the prompt's K/V every step" if method == run.method else "falling back to teacache",
             )
-            run.method = "teacache"
-            if run.timesteps is not None:
-                schedule = config.schedule.replace("P", "F") if config.schedule else None
-                run.decisions = self._plan(replace(config, method="teacache", schedule=schedule))
-            need = small
-        elif limit is not None and need > limit:
-            raise CacheMemoryError(
-                f"{run.method} needs {format_bytes(need)} of caches but max_cache_memory is {config.max_cache_memory}: "
-                "raise max_cache_memory or use fewer frames"
-            )
+            if method != run.method:
+                run.method = method
+                if run.timesteps is not None:
+                    schedule = config.schedule.replace("P", "F") if config.schedule else None
+                    run.decisions = self.plan(replace(config, method=method, schedule=schedule))
+        run.layout = layout
         if self.stats is not None:
-            self.stats.cache_memory_bytes = need
+            parts = cache_memory(dims, n_tokens, branches, layout, module.dtype, run.method)
+            by_expert = self.stats.cache_memory_by_expert
+            by_expert[self.expert] = (parts["cache"], parts["text"])
+            # a group frees an expert's caches when the next one takes over: the peak is the largest
+            self.stats.cache_memory_bytes = max(c for c, _ in by_expert.values())
+            self.stats.text_kv_memory_bytes = max(t for _, t in by_expert.values())
         run.memory_checked = True
 
     # ---- token classes and the fixed part of the active set ---------------------------
@@ -243,30 +268,92 @@ class RunPlanner:
         return float(timestep.flatten()[0])  # bare transformer without begin_run: one sync per step
 
 
+def plan_layout(
+    config: HetCacheConfig, module, n_tokens: int, branches: int, device: torch.device | None, method: str
+) -> CacheLayout:
+    """`cache_dtype` and `cache_device` for a run on `device`; `auto` keeps K/V on a GPU only if they fit.
+
+    Fit: the caches on the device, the transformer weights still to come (model CPU offload: those
+    in host memory now) and an activation estimate within the GPU's free memory now.
+    """
+    model_dtype = module.dtype
+    text_kv = config.text_kv and method != "none"
+    host = config.cache_device == "cpu"
+    if config.cache_device == "auto" and method == "hetcache" and device is not None and device.type == "cuda":
+        dims = ModelDims.from_config(module.config)
+        need = cache_memory(dims, n_tokens, branches, cache_layout(config.cache_dtype, model_dtype, False, text_kv),
+                            model_dtype, method)["device"]
+        registry = getattr(module, "_diffusers_hook", None)
+        grouped = registry is not None and registry.get_hook("group_offloading") is not None
+        pending = 0
+        if not grouped:  # model CPU offload: the weights come to the GPU when the transformer runs
+            pending = sum(p.numel() * p.element_size() for p in module.parameters() if p.device.type == "cpu")
+        reserve = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, n_tokens, model_dtype)
+        free, _ = torch.cuda.mem_get_info(device)
+        host = need + pending + reserve > free
+        if host:
+            logger.warning(
+                "K/V caches (%s) do not fit in the GPU's free memory (%s, with %s of weights still to load and %s "
+                "of activations): keeping them in host memory (cache_device: cuda forces the GPU)",
+                format_bytes(need), format_bytes(free), format_bytes(pending), format_bytes(reserve),
+            )
+    return cache_layout(config.cache_dtype, model_dtype, host, text_kv)
+
 
 def describe_run(
-    transformer, config: HetCacheConfig, timesteps, mask: torch.Tensor, branches: int = 2, text_len: int = 512,
-    spatial: int | None = None, temporal: int = 4,
+    model, config: HetCacheConfig, timesteps, mask: torch.Tensor, branches: int = 2, text_len: int = 512,
+    spatial: int | None = None, temporal: int = 4, device: torch.device | None = None,
 ) -> dict:
     """What a run will do, before it runs (`hetcache edit --dry-run`): schedule, tokens, FLOPs, cache memory.
 
-    `mask` is the aligned pixel mask [F, H, W] (bool); `timesteps` from `scheduler.set_timesteps(steps)`.
+    `model`: a `WanVACEPipeline` (both experts of a Wan2.2 one) or a bare transformer. `mask` is the
+    aligned pixel mask [F, H, W] (bool); `timesteps` from `scheduler.set_timesteps(steps)`.
     """
-    from hetcache_cli.cache.schedule import estimate_run_flops, resolve_schedule, schedule_letters
+    from hetcache_cli.cache.experts import boundary_timestep, pipeline_experts, plan_experts, step_experts
+    from hetcache_cli.cache.schedule import estimate_run_flops, schedule_letters
     from hetcache_cli.cache.tokens import count_tokens
 
-    spatial = spatial or 8 * transformer.config.patch_size[1]
-    decisions = resolve_schedule(transformer, config, timesteps)
+    is_pipe = hasattr(model, "prepare_masks")
+    experts = dict(pipeline_experts(model)) if is_pipe else {"transformer": model}
+    first = next(iter(experts.values()))
+    times = [float(t) for t in torch.as_tensor(timesteps).flatten().cpu()]
+    owners = step_experts(times, boundary_timestep(model) if is_pipe else None, list(experts))
+    decisions, notes = plan_experts(experts, owners, times, config)
+    spatial = spatial or 8 * first.config.patch_size[1]
     tokens = count_tokens(torch.as_tensor(mask), config.margin_tokens, config.margin_temporal,
                           config.margin_ratio, config.context_ratio, spatial, temporal)
-    dims = ModelDims.from_config(transformer.config, text_len)
-    dtype = resolve_cache_dtype(config.cache_dtype, transformer.dtype)
-    memory = estimate_cache_memory(dims, tokens["total"], branches, dtype, config.method)
+    text_kv = config.text_kv and config.method != "none"
+    per_expert, flops, flops_full, counts = {}, 0.0, 0.0, {}
+    for name, transformer in experts.items():
+        mine = [i for i, owner in enumerate(owners) if owner == name]
+        if not mine:
+            continue
+        dims = ModelDims.from_config(transformer.config, text_len)
+        est = estimate_run_flops(dims, tokens["total"], tokens["active"], [decisions[i] for i in mine], branches,
+                                 text_kv=text_kv)
+        layout = plan_layout(config, transformer, tokens["total"], branches, device, config.method)
+        memory = cache_memory(dims, tokens["total"], branches, layout, transformer.dtype, config.method)
+        per_expert[name] = {
+            "first_step": mine[0], "last_step": mine[-1], "schedule": schedule_letters([decisions[i] for i in mine]),
+            "flops": est["flops"], "flops_full": est["flops_full"], "cache_memory_bytes": memory["cache"],
+            "text_kv_memory_bytes": memory["text"], "cache_memory": memory, "cache_layout": layout.describe(),
+        }  # fmt: skip
+        flops, flops_full = flops + est["flops"], flops_full + est["flops_full"]
+        for d, n in est["decisions"].items():
+            counts[d] = counts.get(d, 0) + n
+    peak = max(per_expert.values(), key=lambda e: e["cache_memory"]["total"])
     limit = config.max_cache_memory_bytes
     return {
         "schedule": schedule_letters(decisions),
         "tokens": tokens,
-        **estimate_run_flops(dims, tokens["total"], tokens["active"], decisions, branches),
-        "cache_memory_bytes": memory,
-        "cache_memory_fits": limit is None or memory <= limit,
+        "flops": flops,
+        "flops_full": flops_full,
+        "flops_ratio": flops / flops_full if flops_full else 1.0,
+        "decisions": counts,
+        "cache_memory_bytes": peak["cache_memory_bytes"],
+        "text_kv_memory_bytes": peak["text_kv_memory_bytes"],
+        "cache_memory": peak["cache_memory"],
+        "cache_memory_fits": limit is None or peak["cache_memory"]["total"] <= limit,
+        "experts": per_expert,
+        "notes": notes,
     }

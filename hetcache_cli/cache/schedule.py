@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.cache.flops import ModelDims, forward_flops
+from hetcache_cli.cache.flops import ModelDims, forward_flops, text_kv_flops
 
 FULL, PARTIAL, REUSE = "full", "partial", "reuse"
 _LETTERS = {"F": FULL, "P": PARTIAL, "R": REUSE}
@@ -63,8 +63,12 @@ def normalise_signal(signal: Sequence[float], rescale: Sequence[float] | None = 
     return [v / total for v in values]
 
 
-def decide(signal: Sequence[float], config: HetCacheConfig) -> list[str]:
-    """The rule of the module docstring on a normalised signal: one decision per step."""
+def decide(signal: Sequence[float], config: HetCacheConfig, starts: Sequence[int] = ()) -> list[str]:
+    """The rule of the module docstring on a normalised signal: one decision per step.
+
+    `starts`: steps where another transformer takes over (two-expert models); each is FULL and
+    restarts the accumulators, like step 0.
+    """
     steps = len(signal)
     two_way = config.method == "teacache"
     decisions: list[str] = []
@@ -73,7 +77,7 @@ def decide(signal: Sequence[float], config: HetCacheConfig) -> list[str]:
     for i in range(steps):
         since_computed += signal[i]
         since_full += signal[i]
-        forced = i == 0 or i < config.warmup_steps or i == steps - 1 or run >= config.max_partial_run
+        forced = i == 0 or i < config.warmup_steps or i == steps - 1 or run >= config.max_partial_run or i in starts
         if forced or since_full >= config.full_threshold:
             decision = FULL
         elif since_computed < config.reuse_threshold:
@@ -131,13 +135,22 @@ def schedule_letters(decisions: Sequence[str]) -> str:
 
 
 def estimate_run_flops(
-    dims: ModelDims, n_tokens: int, n_active: int, schedule: Sequence[str], branches: int = 2
+    dims: ModelDims, n_tokens: int, n_active: int, schedule: Sequence[str], branches: int = 2,
+    text_kv: bool = False,
 ) -> dict:
-    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches."""
-    per = {FULL: forward_flops(dims, n_tokens), PARTIAL: forward_flops(dims, n_tokens, n_active), REUSE: 0.0}
+    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches.
+
+    `text_kv`: the prompt's K/V are projected at the first computed step only (its first FULL).
+    """
+    layers = 0 if text_kv else None
+    per = {FULL: forward_flops(dims, n_tokens, None, layers), PARTIAL: forward_flops(dims, n_tokens, n_active, layers),
+           REUSE: 0.0}
     decisions = [_LETTERS.get(d, d) for d in schedule]
+    uncached = forward_flops(dims, n_tokens)
     flops = branches * sum(per[d] for d in decisions)
-    flops_full = branches * len(decisions) * per[FULL]
+    if text_kv and any(d != REUSE for d in decisions):
+        flops += branches * (dims.num_layers + dims.num_vace_layers) * text_kv_flops(dims)
+    flops_full = branches * len(decisions) * uncached
     return {
         "flops": flops,
         "flops_full": flops_full,

@@ -1,7 +1,8 @@
 """Cache state: per guidance branch (a diffusers `BaseState`) and per run, plus the memory bound.
 
 Per branch ("cond" / "uncond", kept by diffusers' `StateManager`): the K/V caches of every
-main and VACE layer in one preallocated buffer, the whole-stack residual, the active index
+main and VACE layer in one preallocated buffer (float on the device, or a `storage.KVStore` for
+the fp8 and host layouts), the whole-stack residual, the prompt's text K/V, the active index
 set and the k-means centroids. Per run (shared by the branches): the plan, the token
 classes and the fixed part of the active set.
 """
@@ -13,12 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.hooks.hooks import BaseState
 
-from hetcache_cli.cache.blocks import KVSlot
 from hetcache_cli.cache.flops import ModelDims
+from hetcache_cli.cache.storage import FP8, CacheLayout, KVSlot, KVStore, cache_bytes
 from hetcache_cli.cache.tokens import TokenClasses
 from hetcache_cli.errors import InputError
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float8_e4m3fn": FP8}
 
 
 class CacheMemoryError(InputError, ValueError):
@@ -29,19 +30,38 @@ def resolve_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
     return model_dtype if name == "auto" else _DTYPES[name]
 
 
+def cache_layout(name: str, model_dtype: torch.dtype, host: bool = False, text_kv: bool = False) -> CacheLayout:
+    """The layout of a `cache_dtype` setting: fp8 keeps the residual in the model's dtype."""
+    kv = resolve_cache_dtype(name, model_dtype) if isinstance(name, str) else name
+    return CacheLayout(kv_dtype=kv, residual_dtype=model_dtype if kv == FP8 else kv, host=host, text_kv=text_kv)
+
+
+def cache_memory(
+    dims: ModelDims, n_tokens: int, branches: int, layout: CacheLayout, model_dtype: torch.dtype,
+    method: str = "hetcache",
+) -> dict:
+    """Bytes of the caches of one run, split by part and by device / host memory (see `storage.cache_bytes`)."""
+    layers = dims.num_layers + dims.num_vace_layers
+    kv_layers = layers if method == "hetcache" else 0
+    branches = 0 if method == "none" else branches
+    return cache_bytes(kv_layers, n_tokens, dims.dim, dims.num_heads, dims.text_len, branches, layout, model_dtype,
+                       text_layers=layers)
+
+
 def estimate_cache_memory(
-    dims: ModelDims, n_tokens: int, branches: int, dtype: torch.dtype | str, method: str = "hetcache"
+    dims: ModelDims, n_tokens: int, branches: int, dtype: torch.dtype | str, method: str = "hetcache",
+    host: bool = False, text_kv: bool = False, model_dtype: torch.dtype | None = None,
 ) -> int:
     """Bytes of the caches of one run: per branch, K and V of every main and VACE layer plus the residual.
 
-    `teacache` keeps the residual only, `none` nothing.
+    `teacache` keeps the residual only, `none` nothing. `text_kv` adds the prompt's K/V per layer;
+    `float8_e4m3fn` adds a scale per layer and head and keeps the residual in `model_dtype`; `host`
+    adds the two staging layers on the device.
     """
-    if method == "none":
-        return 0
     dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    rows = 1 + (2 * (dims.num_layers + dims.num_vace_layers) if method == "hetcache" else 0)
-    return branches * rows * n_tokens * dims.dim * itemsize
+    model_dtype = model_dtype or (torch.bfloat16 if dtype == FP8 else dtype)
+    layout = cache_layout(dtype, model_dtype, host, text_kv)
+    return cache_memory(dims, n_tokens, branches, layout, model_dtype, method)["total"]
 
 
 def format_bytes(n: int) -> str:
@@ -60,24 +80,45 @@ class BranchState(BaseState):
     def reset(self) -> None:
         self.run_id = -1
         self.forward_count = 0  # bare-transformer step counter
-        self.kv_buffer: torch.Tensor | None = None  # [L, 2, B, N, D]
-        self.kv: list[KVSlot] | None = None
+        self.kv_buffer: torch.Tensor | None = None  # [L, 2, B, N, D] (on the host in the host layout)
+        self.kv: list | None = None  # one slot per layer: KVSlot, or a KVStore's slot
+        self.store: KVStore | None = None  # fp8 and host layouts
+        self.text = None  # TextKV: the prompt's cross-attention K/V (text_kv.py)
         self.residual: torch.Tensor | None = None  # [B, N, D]
         self.valid = False  # a FULL step of this run filled the caches
         self.active: torch.Tensor | None = None  # [B, M] int64, sorted
         self.slot: torch.Tensor | None = None  # [B, N] int32 inverse of `active` (Triton merge)
         self.centroids: torch.Tensor | None = None  # [k, D] k-means warm start
 
-    def ensure(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device) -> None:
+    def ensure(
+        self, layers: int, shape: tuple[int, int, int], layout: CacheLayout | torch.dtype, device: torch.device,
+        heads: int = 1,
+    ) -> None:
         """Allocate the caches once per run and shape; later steps write into them in place."""
+        if isinstance(layout, torch.dtype):
+            layout = CacheLayout(kv_dtype=layout, residual_dtype=layout)
         B, N, D = shape
-        if self.residual is None or self.residual.shape != (B, N, D) or self.residual.dtype != dtype:
-            self.residual = torch.zeros(B, N, D, dtype=dtype, device=device)
-            self.kv_buffer = None
-            self.kv = None
+        residual = self.residual
+        if residual is None or residual.shape != (B, N, D) or residual.dtype != layout.residual_dtype:
+            self.residual = torch.zeros(B, N, D, dtype=layout.residual_dtype, device=device)
+            self.kv_buffer = self.kv = self.store = None
         if layers and self.kv_buffer is None:
-            self.kv_buffer = torch.zeros(layers, 2, B, N, D, dtype=dtype, device=device)
-            self.kv = [KVSlot(self.kv_buffer[i, 0], self.kv_buffer[i, 1]) for i in range(layers)]
+            if layout.quantised or layout.host:
+                self.store = KVStore(layers, shape, layout, device, heads)
+                self.kv_buffer, self.kv = self.store.buffer, self.store.slots
+            else:
+                self.kv_buffer = torch.zeros(layers, 2, B, N, D, dtype=layout.kv_dtype, device=device)
+                self.kv = [KVSlot(self.kv_buffer[i, 0], self.kv_buffer[i, 1]) for i in range(layers)]
+
+    def nbytes(self) -> dict:
+        """Bytes of the tensors this branch holds now: 'cache' (K/V, scales, residual, staging; 'host' of it
+        in host memory) and 'text' (the prompt's K/V)."""
+        tensors = [self.residual] + (self.store.tensors if self.store is not None else [self.kv_buffer])
+        cache = sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        text = sum(t.numel() * t.element_size() for t in self.text.tensors) if self.text is not None else 0
+        on_host = self.store is not None and self.store.layout.host
+        host = self.kv_buffer.numel() * self.kv_buffer.element_size() if on_host else 0
+        return {"cache": cache, "text": text, "host": host}
 
 
 @dataclass
@@ -93,6 +134,7 @@ class RunState:
     static_active: torch.Tensor | None = None  # [M0] generative + margin subset
     uniform_context: torch.Tensor | None = None  # [Cs] context subset when selection = uniform
     n_context_pick: int = 0
+    layout: CacheLayout | None = None  # how the caches are kept (planned with the memory check)
     rope: tuple | None = None  # rotary tables for `rope_key`
     rope_key: tuple | None = None
     memory_checked: bool = False

@@ -2,8 +2,10 @@
 
 Everything real Wan2.1-VACE has, at toy width: a word-level tokenizer built from an in-memory
 vocabulary, a UMT5 text encoder, an AutoencoderKLWan (8x spatial, 4x causal temporal
-compression) and a WanVACETransformer3DModel. Saved with `save_pretrained`, it loads through
-the same `WanVACEPipeline.from_pretrained` path as real weights.
+compression) and a WanVACETransformer3DModel. With `experts=2` it has Wan2.2 VACE-Fun's
+layout: a second transformer (`transformer_2`, the low-noise expert, its own weights) and a
+`boundary_ratio`. Saved with `save_pretrained`, it loads through the same
+`WanVACEPipeline.from_pretrained` path as real weights.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class TinyConfig:
     num_layers: int = 4
     vace_layers: list[int] = field(default_factory=lambda: [0, 2])
     flow_shift: float = 3.0
+    experts: int = 1  # 2: a Wan2.2-style pipeline with `transformer_2`
+    boundary_ratio: float = 0.5  # with two experts: `transformer` runs the timesteps >= this x 1000
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,16 +129,22 @@ def build_tiny_pipeline(cfg: TinyConfig | None = None, seed: int = 0):
     from diffusers import WanVACEPipeline
 
     cfg = cfg or TinyConfig()
+    if cfg.experts not in (1, 2):
+        raise ValueError(f"experts is {cfg.experts}: a Wan-VACE pipeline has 1 or 2 transformers")
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(cfg.vocab)
+    two = cfg.experts == 2
     pipe = WanVACEPipeline(
         tokenizer=tokenizer,
         text_encoder=build_text_encoder(cfg, len(tokenizer)),
         vae=build_vae(cfg),
         scheduler=build_scheduler(cfg),
         transformer=build_transformer(cfg),
+        transformer_2=build_transformer(cfg) if two else None,
+        boundary_ratio=cfg.boundary_ratio if two else None,
     )
-    for module in (pipe.text_encoder, pipe.vae, pipe.transformer):
-        module.eval()  # as from_pretrained leaves them: no dropout
+    for module in (pipe.text_encoder, pipe.vae, pipe.transformer, pipe.transformer_2):
+        if module is not None:
+            module.eval()  # as from_pretrained leaves them: no dropout
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -6,10 +6,12 @@ import numpy as np
 import torch
 
 
-def eval_pipeline(num_layers: int = 4, vace_layers=(0, 2), seed: int = 0):
+def eval_pipeline(num_layers: int = 4, vace_layers=(0, 2), seed: int = 0, experts: int = 1, boundary_ratio=0.5):
     from hetcache_cli.pipeline.tiny import TinyConfig, build_tiny_pipeline
 
-    pipe = build_tiny_pipeline(TinyConfig(num_layers=num_layers, vace_layers=list(vace_layers)), seed=seed)
+    cfg = TinyConfig(num_layers=num_layers, vace_layers=list(vace_layers), experts=experts,
+                     boundary_ratio=boundary_ratio)
+    pipe = build_tiny_pipeline(cfg, seed=seed)
     for component in pipe.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # built modules start in train mode: the text encoder's dropout is random

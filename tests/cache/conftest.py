@@ -17,8 +17,9 @@ def small_clip():
     return clip(9, 64, (20, 40, 8, 30))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _few_threads():
+    # module scope: set before the module-scoped pipelines and runs that other fixtures build
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the machine is shared; tiny shapes gain nothing from threads
     yield
