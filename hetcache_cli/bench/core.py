@@ -116,7 +116,7 @@ def variant(prep: PreparedEdit, method: Method, out_dir: Path) -> PreparedEdit:
 def run_bench(prep: PreparedEdit, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
               warmup: bool = True, progress=None) -> dict:
     """Run every method `repeat` times (after a warm-up) and compare each with the uncached output."""
-    device = pipe.transformer.device
+    device = pipe._execution_device
     variants = [variant(prep, m, out_dir) for m in methods]
     results = [MethodResult(m.label, v.cache.to_dict()) for m, v in zip(methods, variants)]
     if warmup:

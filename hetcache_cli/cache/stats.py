@@ -157,3 +157,21 @@ def _counts(records: list[StepRecord]) -> dict:
     for r in records:
         decisions[r.decision] += 1
     return decisions
+
+
+def combine_experts(per_run: list[dict]) -> dict:
+    """`summary()["experts"]` of several runs (windows of one edit) as one: sums, schedules joined by '|'."""
+    out: dict = {}
+    for experts in per_run:
+        for name, e in experts.items():
+            if name not in out:
+                out[name] = {**e, "decisions": dict(e["decisions"])}
+                continue
+            o = out[name]
+            o["schedule"] += "|" + e["schedule"]
+            for key in ("flops", "flops_full", "transformer_ms"):
+                o[key] += e[key]
+            for d, n in e["decisions"].items():
+                o["decisions"][d] += n
+            o["cache_memory_bytes"] = max(o["cache_memory_bytes"], e["cache_memory_bytes"])
+    return out

@@ -84,7 +84,7 @@ def bench(
     out_dir = out or Path(f"bench_{Path(edit_spec.video).stem}")
     edit_spec.output = str(out_dir / "none.mp4")
     prep = prepare_edit(edit_spec, overwrite=True)
-    pipe, info = PipelinePool().get(edit_spec.model, edit_spec.device, edit_spec.dtype)
+    pipe, info = PipelinePool().get(edit_spec.model, edit_spec.device, edit_spec.dtype, edit_spec.offload)
     report = run_bench(prep, pipe, info, method_list, repeat, out_dir, warmup=warmup, progress=_Bars(quiet or json_out))
     paths = write_reports(report, out_dir)
     if json_out:

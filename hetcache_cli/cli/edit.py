@@ -25,6 +25,8 @@ Examples:
 
   hetcache edit long.mp4 -m track.mp4 -p "a red car" --window-frames 81 --window-overlap 16 --resume
 
+  hetcache edit clip.mp4 -m mask.png -p "a red car" --model Wan2.2-VACE-Fun-A14B-diffusers --offload group --dry-run
+
 A clip longer than --window-frames is edited in overlapping windows (every frame kept); an
 interrupted long edit keeps its finished windows beside the output: rerun with --resume.
 """
@@ -56,7 +58,7 @@ def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", 
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
-    pipe, info = pool.get(spec.model, spec.device, spec.dtype)
+    pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     n = len(prep.windows)
     with StepProgress(label, spec.steps * n, quiet=quiet) as bar:
 
@@ -82,6 +84,7 @@ def result_summary(result) -> dict:
         "flops_ratio": round(s["flops_ratio"], 4),
         "decisions": s["decisions"],
         "windows": s["windows"],
+        "experts": {name: e["schedule"] for name, e in s.get("experts", {}).items()},
     }
 
 
@@ -89,17 +92,21 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     from hetcache_cli.pipeline.edit import plan_edit, prepare_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
-    pipe, _ = pool.get(spec.model, spec.device, spec.dtype)
+    pipe, _ = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     plan = plan_edit(prep, pipe)
     if json_out:
         print_json(plan)
         return
-    t, d, windows = plan["tokens"], plan["decisions"], plan["windows"]
+    t, d, windows, mem = plan["tokens"], plan["decisions"], plan["windows"], plan["cache_memory"]
     lines = [
         f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']}, {spec.steps} steps x "
-        f"{plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s)",
+        f"{plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s), "
+        f"offload {plan['offload']}",
         f"schedule  {plan['schedule']}  ({d['full']} full, {d['partial']} partial, {d['reuse']} reuse forwards)",
     ]
+    if len(plan["experts"]) > 1:
+        for name, e in plan["experts"].items():
+            lines.append(f"  {name:<13} steps {e['first_step']}-{e['last_step']}: {e['schedule']}")
     if len(windows) == 1:
         lines.append(
             f"tokens    {t['total']} total: {t['generative']} generative, {t['margin']} margin, "
@@ -117,9 +124,12 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     lines += [
         f"FLOPs     {plan['flops'] / 1e12:.3g} TF = {plan['flops_ratio']:.0%} of uncached "
         f"({plan['flops_full'] / 1e12:.3g} TF)",
-        f"cache     {plan['cache_memory_bytes'] / 2**20:.1f} MiB"
+        f"cache     {mem['cache'] / 2**20:.1f} MiB K/V and residual ({mem['host'] / 2**20:.1f} MiB of it in host "
+        f"memory) + {mem['text'] / 2**20:.1f} MiB text K/V"
         + (" (one window at a time)" if len(windows) > 1 else "")
+        + (", per expert (freed at the switch)" if len(plan["experts"]) > 1 else "")
         + ("" if plan["cache_memory_fits"] else "  (exceeds max_cache_memory)"),
+        *[f"note      {n}" for n in plan["notes"]],
         f"output    {plan['output']} (not written)",
     ]
     stdout.print("\n".join(lines), highlight=False)
@@ -136,6 +146,7 @@ def edit(
     model: opt.Model = None,
     steps: opt.Steps = None,
     guidance_scale: opt.Guidance = None,
+    guidance_scale_2: opt.Guidance2 = None,
     seed: opt.Seed = None,
     frames: opt.Frames = None,
     window_frames: opt.WindowFrames = None,
@@ -157,6 +168,7 @@ def edit(
     resume: opt.Resume = False,
     device: opt.Device = None,
     dtype: opt.Dtype = None,
+    offload: opt.Offload = None,
     dry_run: opt.DryRun = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -169,7 +181,7 @@ def edit(
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,
         mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
-        cache=cache, preset=preset, schedule=schedule,
+        cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )
     edit_spec = spec_from_cli(spec, flags)
 
@@ -184,12 +196,15 @@ def edit(
         print_json(summary)
     elif not quiet:
         d = summary["decisions"]
+        experts = summary["experts"]
+        per_expert = "; ".join(f"{n} {s}" for n, s in experts.items()) if len(experts) > 1 else ""
         stdout.print(
             f"wrote {summary['output']} ({summary['frames']} frames {summary['width']}x{summary['height']} "
             f"@ {summary['fps']:g} fps"
             + (f", {summary['windows']} windows" if summary["windows"] > 1 else "")
             + f") in {summary['wall_s']:.1f} s; cache {summary['cache']}: "
-            f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards, "
-            f"{summary['flops_ratio']:.0%} of uncached FLOPs; stats: {summary['stats']}",
+            f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards"
+            + (f" ({per_expert})" if per_expert else "")
+            + f", {summary['flops_ratio']:.0%} of uncached FLOPs; stats: {summary['stats']}",
             highlight=False,
         )

@@ -25,6 +25,14 @@ Model = Annotated[
 ]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="Denoising steps [default: 30].")]
 Guidance = Annotated[Optional[float], typer.Option("--guidance-scale", help="Classifier-free guidance, 1 = off [default: the model folder's hetcache_defaults.json, else 5.0].")]
+Guidance2 = Annotated[
+    Optional[float],
+    typer.Option("--guidance-scale-2", help="Guidance of the low-noise expert of a two-expert (Wan2.2) model [default: --guidance-scale]."),
+]
+Offload = Annotated[
+    Optional[str],
+    typer.Option("--offload", help="none | model | group | leaf: weights in host memory, moved to the GPU when used [default: none]."),
+]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].")]
 Frames = Annotated[Optional[int], typer.Option("--frames", help="Edit only the first N frames [default: every frame].")]
 WindowFrames = Annotated[

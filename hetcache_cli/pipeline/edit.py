@@ -162,9 +162,11 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
 
     from hetcache_cli.cache import StepStats, apply_hetcache, remove_hetcache
     from hetcache_cli.cache.flops import ModelDims
+    from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
 
     spec, windows = prep.spec, prep.windows
-    device = pipe.transformer.device
+    device = execution_device(pipe)  # under offloading the weights may sit in host memory
+    guidance_kwargs(pipe, spec.guidance_scale_2, spec.model)
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
     total_steps = spec.steps * len(windows)
     window_docs: list[dict] = []
@@ -230,26 +232,31 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
     import torch
 
     from hetcache_cli.cache.planning import describe_run
+    from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
 
-    pipe.scheduler.set_timesteps(prep.spec.steps, device=pipe.transformer.device)
+    guidance_kwargs(pipe, prep.spec.guidance_scale_2, prep.spec.model)
+    device = execution_device(pipe)
+    pipe.scheduler.set_timesteps(prep.spec.steps, device=device)
     branches = 2 if prep.spec.guidance_scale > 1.0 else 1
     spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
     per_window = []
     for window in prep.windows:
         mask = window_mask(prep.mask[window.start : window.stop], window)
         run = describe_run(
-            pipe.transformer,
+            pipe,
             prep.cache,
             pipe.scheduler.timesteps,
             torch.from_numpy(mask),
             branches=branches,
             spatial=spatial,
             temporal=pipe.vae_scale_factor_temporal,
+            device=device,
         )
         per_window.append({**window.to_dict(), **run})
     first = per_window[0]
     flops = sum(w["flops"] for w in per_window)
     flops_full = sum(w["flops_full"] for w in per_window)
+    largest = max(per_window, key=lambda w: w["cache_memory"]["total"])
     return {
         "schedule": first["schedule"],
         "tokens": first["tokens"],
@@ -258,13 +265,18 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
         "flops_ratio": flops / flops_full if flops_full else 1.0,
         "decisions": {d: sum(w["decisions"][d] for w in per_window) for d in first["decisions"]},
         "cache_memory_bytes": max(w["cache_memory_bytes"] for w in per_window),
+        "cache_memory": largest["cache_memory"],
+        "text_kv_memory_bytes": largest["text_kv_memory_bytes"],
         "cache_memory_fits": all(w["cache_memory_fits"] for w in per_window),
+        "experts": first["experts"],
+        "notes": first["notes"],
         "windows": per_window,
         "output": str(prep.output),
         "frames": prep.plan.frames,
         "height": prep.plan.height,
         "width": prep.plan.width,
         "branches": branches,
+        "offload": prep.spec.offload,
         "cache": prep.cache.to_dict(),
         "alignment": prep.messages,
     }

@@ -1,6 +1,8 @@
 """Finding and loading a Wan-VACE pipeline: the embedded model, a local folder, or a cached hub id.
 
 Nothing is ever downloaded here: a hub id must already be in the local Hugging Face cache.
+Wan2.2 VACE-Fun folders (`transformer_2` and a `boundary_ratio`) load the same way. Weights go
+to the device whole, or stay in host memory under diffusers' offloading (`offload`).
 """
 
 from __future__ import annotations
@@ -59,8 +61,12 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_pipeline(ref: ModelRef, device: torch.device, dtype: torch.dtype):
-    """WanVACEPipeline with the VAE in float32 (as Wan recommends) and the rest in `dtype`."""
+def load_pipeline(ref: ModelRef, device: torch.device, dtype: torch.dtype, offload: str = "none"):
+    """WanVACEPipeline with the VAE in float32 (as Wan recommends) and the rest in `dtype`.
+
+    `offload`: `none` (everything on `device`), `model` (`enable_model_cpu_offload`), `group` /
+    `leaf` (`enable_group_offload` at block / leaf level, on a CUDA stream when `device` is CUDA).
+    """
     from diffusers import AutoencoderKLWan, WanVACEPipeline
 
     try:
@@ -74,11 +80,45 @@ def load_pipeline(ref: ModelRef, device: torch.device, dtype: torch.dtype):
     if pipe.transformer is None:
         raise InputError(f"model {ref.name!r} has no transformer; pass a Wan2.1-VACE pipeline folder")
     try:
-        pipe.to(device)
+        place(pipe, device, offload)
     except RuntimeError as exc:
-        raise HetcacheError(f"cannot move the model to {device}: {exc}") from exc
+        raise HetcacheError(f"cannot move the model to {device} (offload {offload}): {exc}") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def place(pipe, device: torch.device, offload: str) -> None:
+    """Put the pipeline's weights on `device`, or in host memory with the offload hooks that move them."""
+    if offload == "none":
+        pipe.to(device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload in ("group", "leaf"):
+        level = "block_level" if offload == "group" else "leaf_level"
+        stream = device.type == "cuda"  # layer-ahead prefetch on a side stream
+        pipe.enable_group_offload(
+            onload_device=device, offload_device=torch.device("cpu"), offload_type=level, num_blocks_per_group=1,
+            use_stream=stream,
+        )  # fmt: skip
+    else:
+        raise InputError(f"offload {offload!r} is not valid; use none, model, group or leaf")
+
+
+def guidance_kwargs(pipe, guidance_scale_2: float | None, model_name: str | None) -> dict:
+    """`guidance_scale_2` for the pipeline call: only a two-expert (Wan2.2) model takes it."""
+    if guidance_scale_2 is None:
+        return {}
+    if getattr(pipe.config, "boundary_ratio", None) is None or getattr(pipe, "transformer_2", None) is None:
+        raise InputError(
+            f"guidance_scale_2 is set but model {model_name or EMBEDDED_MODEL} has one transformer: it is for "
+            "two-expert models (Wan2.2 VACE-Fun A14B); drop --guidance-scale-2"
+        )
+    return {"guidance_scale_2": guidance_scale_2}
+
+
+def execution_device(pipe) -> torch.device:
+    """Where the pipeline computes (its weights may live in host memory under offloading)."""
+    return torch.device(pipe._execution_device)
 
 
 def _check_wan_vace_folder(path: Path) -> None:
@@ -124,20 +164,24 @@ class PipelinePool:
     def __init__(self) -> None:
         self._pipes: dict[tuple, tuple] = {}
 
-    def get(self, model: str | None, device: str, dtype: str):
-        """(pipeline, model info dict) for a spec's model/device/dtype strings."""
+    def get(self, model: str | None, device: str, dtype: str, offload: str = "none"):
+        """(pipeline, model info dict) for a spec's model/device/dtype/offload strings."""
         ref = resolve_model(model)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        key = (str(ref.path.resolve()), str(dev), str(dt))
+        key = (str(ref.path.resolve()), str(dev), str(dt), offload)
         if key not in self._pipes:
-            pipe = load_pipeline(ref, dev, dt)
+            pipe = load_pipeline(ref, dev, dt, offload)
             info = {
                 "name": ref.name,
                 "path": str(ref.path),
                 "device": str(dev),
                 "dtype": str(dt).removeprefix("torch."),
+                "offload": offload,
                 "transformer": {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")},
             }
+            if getattr(pipe, "transformer_2", None) is not None:
+                info["transformer_2"] = {k: v for k, v in pipe.transformer_2.config.items() if not k.startswith("_")}
+                info["boundary_ratio"] = pipe.config.boundary_ratio
             self._pipes[key] = (pipe, info)
         return self._pipes[key]

@@ -19,7 +19,8 @@ from hetcache_cli.pipeline.windows import (
 
 __all__ = ["output_frames", "run_window", "summarise_windows", "window_inputs"]
 
-_WINDOW_KEYS = ("schedule", "decisions", "flops", "flops_full", "flops_ratio", "transformer_ms", "cache_memory_bytes")
+_WINDOW_KEYS = ("schedule", "decisions", "flops", "flops_full", "flops_ratio", "transformer_ms", "cache_memory_bytes",
+                "cache_memory_measured_bytes", "text_kv_memory_bytes", "text_kv_memory_measured_bytes", "experts")
 
 
 def window_inputs(frames: np.ndarray, mask: np.ndarray, window: Window, previous: tuple[Window, np.ndarray] | None):
@@ -49,8 +50,10 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     import PIL.Image
     import torch
 
+    from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
+
     spec = prep.spec
-    device = pipe.transformer.device
+    device = execution_device(pipe)
     video, mask, shared = window_inputs(prep.frames, prep.mask, window, previous)
     region = prep.mask[window.start : window.stop]
     source = prep.frames[window.start : window.stop]
@@ -77,6 +80,7 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
         generator=torch.Generator().manual_seed(seed),
         output_type="np",
         callback_on_step_end=on_step,
+        **guidance_kwargs(pipe, spec.guidance_scale_2, spec.model),
     )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -105,6 +109,8 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
 
 def summarise_windows(window_docs: list[dict]) -> dict:
     """The whole edit's summary over its windows (each window's own is in the statistics' `windows`)."""
+    from hetcache_cli.cache.stats import combine_experts
+
     flops = sum(w["flops"] for w in window_docs)
     flops_full = sum(w["flops_full"] for w in window_docs)
     schedules = [w["schedule"] for w in window_docs]
@@ -116,6 +122,9 @@ def summarise_windows(window_docs: list[dict]) -> dict:
         "transformer_ms": sum(w["transformer_ms"] for w in window_docs),
         "decisions": {d: sum(w["decisions"][d] for w in window_docs) for d in ("full", "partial", "reuse")},
         "cache_memory_bytes": max(w["cache_memory_bytes"] for w in window_docs),
+        **{k: max(w.get(k, 0) for w in window_docs)
+           for k in ("cache_memory_measured_bytes", "text_kv_memory_bytes", "text_kv_memory_measured_bytes")},
+        "experts": combine_experts([w.get("experts", {}) for w in window_docs]),
         "windows": len(window_docs),
         "resumed_windows": sum(bool(w.get("resumed")) for w in window_docs),
     }

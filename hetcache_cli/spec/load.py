@@ -19,8 +19,9 @@ from hetcache_cli.spec.schema import (
     DEVICES,
     DTYPES,
     FIELD_TYPES,
-    MODEL_DEFAULT_KEYS,
     MASK_KEYS,
+    MODEL_DEFAULT_KEYS,
+    OFFLOADS,
     PATH_FIELDS,
     REQUIRED,
     EditSpec,
@@ -185,6 +186,8 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
         fail(f"steps is {spec.steps}; use at least 1")
     if spec.guidance_scale < 0:
         fail(f"guidance_scale is {spec.guidance_scale}; use a value >= 0 (1 disables guidance)")
+    if spec.guidance_scale_2 is not None and spec.guidance_scale_2 < 0:
+        fail(f"guidance_scale_2 is {spec.guidance_scale_2}; use a value >= 0, or leave it out to use guidance_scale")
     if not 0.0 <= spec.mask_threshold < 1.0:
         fail(f"mask_threshold is {spec.mask_threshold}; use a value in [0, 1)")
     for name in ("mask_dilation", "paste_dilation", "paste_feather"):
@@ -203,6 +206,8 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
         fail(f"device {spec.device!r} is not valid; use one of {', '.join(DEVICES)} or cuda:N")
     if spec.dtype not in DTYPES:
         fail(f"dtype {spec.dtype!r} is not valid; use one of {', '.join(DTYPES)}")
+    if spec.offload not in OFFLOADS:
+        fail(f"offload {spec.offload!r} is not valid; use one of {', '.join(OFFLOADS)}")
     preset = spec.cache.get("preset")
     if preset is not None and preset not in PRESETS:
         fail(f"cache preset {preset!r} is not valid; use one of {', '.join(PRESETS)}")

@@ -16,6 +16,7 @@ from hetcache_cli.cache.config import HetCacheConfig, config_fields
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+OFFLOADS = ("none", "model", "group", "leaf")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class EditSpec:
         steps (`int`, defaults to `30`): Denoising steps.
         guidance_scale (`float`, defaults to `5.0`): Classifier-free guidance scale (1 disables guidance). A
             model folder's `hetcache_defaults.json` may recommend another default (the embedded model does).
+        guidance_scale_2 (`float`, *optional*): Guidance of the low-noise expert (`transformer_2`) of a two-expert
+            model such as Wan2.2 VACE-Fun A14B; default `guidance_scale`. An error for one-expert models.
         seed (`int`, defaults to `0`): Random seed.
         mask_threshold (`float`, defaults to `0.5`): Mask pixels brighter than this (0..1) are edited.
         mask_invert (`bool`, defaults to `False`): Edit the dark part of the mask instead.
@@ -64,6 +67,11 @@ class EditSpec:
             lossless, larger = smaller files.
         device (`str`, defaults to `"auto"`): `auto`, `cpu`, `cuda` or `cuda:N`.
         dtype (`str`, defaults to `"auto"`): Transformer dtype; `auto` = bfloat16 on CUDA, float32 on CPU.
+        offload (`str`, defaults to `"none"`): Keep weights in host memory and move them to the GPU when used:
+            `model` one whole component at a time (diffusers `enable_model_cpu_offload`), `group` one block at a time
+            (`enable_group_offload` at block level, prefetched on a CUDA stream), `leaf` one layer at a time (leaf
+            level: the least GPU memory, the slowest). `none` puts the whole pipeline on the device. See `hetcache
+            memory` for what fits where.
         cache (`dict`): HetCache settings (`method`, `preset`, `schedule`, thresholds, ...).
     """
 
@@ -84,6 +92,7 @@ class EditSpec:
     window_color_match: bool = False
     steps: int = 30
     guidance_scale: float = 5.0
+    guidance_scale_2: float | None = None
     seed: int = 0
     mask_threshold: float = 0.5
     mask_invert: bool = False
@@ -94,6 +103,7 @@ class EditSpec:
     crf: int = 18
     device: str = "auto"
     dtype: str = "auto"
+    offload: str = "none"
     cache: dict[str, Any] = field(default_factory=dict)
 
     def cache_config(self) -> HetCacheConfig:
@@ -105,7 +115,7 @@ class EditSpec:
 
 
 # What a model folder's hetcache_defaults.json may recommend (ranked between the spec and the defaults).
-MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "negative_prompt", "window_frames", "window_overlap")
+MODEL_DEFAULT_KEYS = ("steps", "guidance_scale", "guidance_scale_2", "negative_prompt", "window_frames", "window_overlap")
 REQUIRED = ("video", "prompt")
 MASK_KEYS = ("mask", "box")  # exactly one of them
 PATH_FIELDS = ("video", "mask", "output", "stats")

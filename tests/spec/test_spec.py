@@ -191,7 +191,7 @@ def test_model_folder_defaults_rank_below_flags_and_specs(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected an object"),
-        ({"seed": 3}, "may set only steps, guidance_scale, negative_prompt"),
+        ({"seed": 3}, "may set only steps, guidance_scale, guidance_scale_2, negative_prompt"),
         ({"guidance_scale": "high"}, "guidance_scale must be float"),
     ],
 )
