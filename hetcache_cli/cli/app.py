@@ -13,6 +13,8 @@ from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
 from hetcache_cli.cli.eval import eval_cmd
 from hetcache_cli.cli.mask import EPILOG as MASK_EPILOG
 from hetcache_cli.cli.mask import mask
+from hetcache_cli.cli.memory import EPILOG as MEMORY_EPILOG
+from hetcache_cli.cli.memory import memory
 from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
 from hetcache_cli.cli.selftest import EPILOG as SELFTEST_EPILOG
 from hetcache_cli.cli.selftest import selftest
@@ -34,6 +36,7 @@ app.command()(template)
 app.command(epilog=BENCH_EPILOG)(bench)
 app.command("eval", epilog=EVAL_EPILOG)(eval_cmd)
 app.command(epilog=SELFTEST_EPILOG)(selftest)
+app.command(epilog=MEMORY_EPILOG)(memory)
 
 
 def _version(value: bool) -> None:

@@ -92,12 +92,12 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     from hetcache_cli.pipeline.edit import plan_edit, prepare_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
-    pipe, _ = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
+    pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     plan = plan_edit(prep, pipe)
     if json_out:
         print_json(plan)
         return
-    t, d, windows, mem = plan["tokens"], plan["decisions"], plan["windows"], plan["cache_memory"]
+    t, d, windows, mem, gpu = plan["tokens"], plan["decisions"], plan["windows"], plan["cache_memory"], plan["memory"]
     lines = [
         f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']}, {spec.steps} steps x "
         f"{plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s), "
@@ -129,6 +129,9 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
         + (" (one window at a time)" if len(windows) > 1 else "")
         + (", per expert (freed at the switch)" if len(plan["experts"]) > 1 else "")
         + ("" if plan["cache_memory_fits"] else "  (exceeds max_cache_memory)"),
+        f"memory    {gpu['gpu_bytes'] / 2**20:.1f} MiB on {info['device']} (estimate: weights "
+        f"{gpu['gpu_weights_bytes'] / 2**20:.1f}, caches {gpu['gpu_cache_bytes'] / 2**20:.1f}, activations "
+        f"{gpu['gpu_activation_bytes'] / 2**20:.1f} MiB), {gpu['host_bytes'] / 2**20:.1f} MiB offloaded to host memory",
         *[f"note      {n}" for n in plan["notes"]],
         f"output    {plan['output']} (not written)",
     ]

@@ -279,7 +279,21 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
         "offload": prep.spec.offload,
         "cache": prep.cache.to_dict(),
         "alignment": prep.messages,
+        "memory": gpu_estimate(prep, pipe, branches),
     }
+
+
+def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
+    """The whole edit's GPU / host memory estimate (pipeline/memory.py) for the dry run."""
+    from hetcache_cli.pipeline.memory import estimate, pipeline_sizes
+
+    cache = prep.cache
+    return estimate(
+        pipeline_sizes(pipe, prep.spec.model or "embedded"), max(w.model_frames for w in prep.windows),
+        prep.plan.height, prep.plan.width,
+        cache.cache_dtype, "cpu" if cache.cache_device == "cpu" else "cuda", prep.spec.offload, branches,
+        pipe.transformer.dtype, cache.method,
+    )  # fmt: skip
 
 
 def _settings(prep: PreparedEdit) -> dict:
