@@ -23,11 +23,10 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from hetcache_cli.cache import offload
 from hetcache_cli.cache.storage import KVSlot
-from hetcache_cli.cache.text_kv import TextKV
+from hetcache_cli.cache.text_kv import TextKV, attention_output
 
 __all__ = ["KVSlot", "Rope", "block_body", "gather_rope", "run_stack", "self_attention", "vace_block"]
 
@@ -87,19 +86,7 @@ def self_attention(
         key, value = kv.update(idx, key.flatten(2), value.flatten(2), query.dtype, use_triton)
         key = key.unflatten(2, (attn.heads, -1))  # [B, N, H, d]
         value = value.unflatten(2, (attn.heads, -1))
-    out = dispatch_attention_fn(
-        query,
-        key,
-        value,
-        attn_mask=None,
-        dropout_p=0.0,
-        is_causal=False,
-        backend=getattr(attn.processor, "_attention_backend", None),
-        parallel_config=None,
-    )
-    out = out.flatten(2, 3).type_as(query)
-    out = attn.to_out[0](out)
-    return attn.to_out[1](out)
+    return attention_output(attn, query, key, value)
 
 
 def block_body(

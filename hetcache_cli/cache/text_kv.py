@@ -74,6 +74,11 @@ def project(attn, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def attend(attn, x: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Queries of x [B, M, D] over the text K/V, then the output projection: [B, M, D]."""
     query = attn.norm_q(attn.to_q(x)).unflatten(2, (attn.heads, -1))  # [B, M, H, d]
+    return attention_output(attn, query, key, value)
+
+
+def attention_output(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Attention of query [B, M, H, d] over key / value [B, K, H, d] with the processor's backend, then to_out."""
     out = dispatch_attention_fn(
         query,
         key,
