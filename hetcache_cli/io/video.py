@@ -1,8 +1,8 @@
 """Video read/write through the ffmpeg binary bundled with imageio-ffmpeg.
 
 Frames are uint8 RGB arrays [F, H, W, 3]. Written files are H.264 in BT.709 (tagged, so
-players and ffmpeg decode the colours the way they were encoded), moved into place
-atomically.
+players and ffmpeg decode the colours the way they were encoded), or lossless RGB H.264, moved into
+place atomically. Frame rates are kept as rationals (29.97 fps is 30000/1001) from read to write.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ _FALLBACK_FPS = 16.0
 # ffmpeg prints NTSC rates rounded to 2 decimals; snap them back to the exact rationals.
 _NTSC_RATES = tuple(Fraction(n, 1001) for n in (24000, 30000, 48000, 60000, 120000))
 _COLOR_ARGS = ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"]
+_RGB_ARGS = ["-colorspace", "rgb", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "pc"]
 
 
 @dataclass
@@ -47,11 +48,17 @@ class VideoClip:
         frames: uint8 RGB frames, [F, H, W, 3].
         fps: frames per second from the file's metadata.
         path: the file it was read from, if any.
+        rate: the exact frame rate when it is known (`read_video(..., rate=...)`), else `fps` as a rational.
     """
 
     frames: np.ndarray
     fps: float
     path: Path | None = None
+    rate: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is None:
+            self.rate = Fraction(self.fps).limit_denominator(1001)
 
     @property
     def num_frames(self) -> int:
@@ -83,12 +90,18 @@ def _clean_fps(fps: float, n_frames: int, duration_s: float, path: Path) -> floa
     return _FALLBACK_FPS
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> VideoClip:
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, rate: Fraction | None = None, resample: bool = False
+) -> VideoClip:
     """Decode a video file ffmpeg can read into RGB frames.
 
     Args:
         path: video file (mp4, mov, webm, mkv, gif, ...).
         max_frames: stop after this many frames (None = all).
+        rate: the file's exact frame rate (io/probe.py); with it every decoded frame is returned once, as
+            stored (no frame is duplicated or dropped), and the clip's `rate` is this one.
+        resample: with `rate`, resample a variable-rate file to that constant rate instead (ffmpeg's
+            nearest-frame rule: frames are duplicated or dropped so that frame i shows time i / rate).
 
     Raises:
         InputError: missing path, a folder, a file ffmpeg cannot decode, or no frames.
@@ -102,6 +115,8 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> VideoC
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
 
     output_params = ["-frames:v", str(max_frames)] if max_frames is not None else []
+    if rate is not None:
+        output_params += ["-fps_mode", "cfr", "-r", _rate_text(rate)] if resample else ["-fps_mode", "passthrough"]
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
     frames: list[np.ndarray] = []
     try:
@@ -118,8 +133,16 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> VideoC
         reader.close()
     if not frames:
         raise InputError(f"video {path} has no frames; pass a video with at least one frame")
+    if rate is not None:
+        return VideoClip(frames=np.stack(frames), fps=float(rate), path=path, rate=Fraction(rate))
     fps = _clean_fps(meta.get("fps", 0.0), len(frames), meta.get("duration", 0.0), path)
     return VideoClip(frames=np.stack(frames), fps=fps, path=path)
+
+
+def _rate_text(rate: float | Fraction) -> str:
+    """ffmpeg's spelling of a frame rate: 30000/1001, 25/1 (floats such as 29.97002997 snap back to rationals)."""
+    frac = rate if isinstance(rate, Fraction) else Fraction(rate).limit_denominator(100_000)
+    return f"{frac.numerator}/{frac.denominator}"
 
 
 def _rate_args(quality: float | None, crf: int | None, lossless: bool) -> tuple[list[str], str]:
@@ -127,9 +150,8 @@ def _rate_args(quality: float | None, crf: int | None, lossless: bool) -> tuple[
     if sum(x is not None for x in (quality, crf)) + bool(lossless) > 1:
         raise InputError("give only one of quality, crf and lossless for the output video")
     if lossless:
-        # qp 0 is mathematically lossless in YUV; 4:4:4 avoids chroma subsampling, so
-        # only the RGB<->YUV rounding remains (decoded frames within +-2 of the input).
-        return ["-qp", "0"], "yuv444p"
+        # x264's RGB mode at qp 0: the decoded frames are the encoded RGB frames, bit for bit (no YUV rounding).
+        return ["-qp", "0"], "rgb24"
     if quality is not None:
         if not 0 <= quality <= 10:
             raise InputError(f"video quality {quality} is outside 0..10; use e.g. 8 (10 = best)")
@@ -167,7 +189,7 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray | Iterable[np.ndarray],
-    fps: float,
+    fps: float | Fraction,
     quality: float | None = None,
     crf: int | None = None,
     lossless: bool = False,
@@ -180,7 +202,8 @@ def write_video(
         fps: frame rate (NTSC rates like 30000/1001 are kept exact).
         quality: imageio's 0..10 scale (10 = best), mapped to crf = (1 - q/10) * 51.
         crf: x264 constant rate factor, 0..51 (default DEFAULT_CRF).
-        lossless: x264 qp 0 in yuv444p; for tests and intermediate files (few players).
+        lossless: x264 qp 0 in RGB (libx264rgb): decoded frames equal `frames` bit for bit, at any size; for
+            tests, intermediate files and exact edits (few players).
 
     yuv420p needs even sizes: an odd height/width is padded by repeating the last
     row/column (with a warning). Size is otherwise preserved exactly (no macro-block
@@ -195,7 +218,7 @@ def write_video(
     if not fps or fps <= 0:
         raise InputError(f"fps {fps} is not positive; give the frame rate of the source video")
     rate_args, pix_fmt = _rate_args(quality, crf, lossless)
-    fps_arg = str(Fraction(fps).limit_denominator(100_000))
+    fps_arg = _rate_text(fps)
 
     frame_iter = _iter_checked(frames)
     first = next(frame_iter, None)
@@ -208,12 +231,17 @@ def write_video(
     out_w, out_h = width + (width % 2 if pad else 0), height + (height % 2 if pad else 0)
     mux_args = ["-movflags", "+faststart"] if suffix in (".mp4", ".m4v", ".mov") else []
 
+    if pix_fmt == "rgb24":
+        codec_args = ["-c:v", "libx264rgb", *rate_args, "-pix_fmt", pix_fmt, *_RGB_ARGS]
+    else:
+        codec_args = ["-c:v", "libx264", *rate_args, "-pix_fmt", pix_fmt,
+                      "-vf", "scale=out_color_matrix=bt709:out_range=tv", *_COLOR_ARGS]  # fmt: skip
+
     with atomic_path(path, suffix) as tmp, tempfile.TemporaryFile() as log:
         cmd = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{out_w}x{out_h}", "-r", fps_arg, "-i", "-",
-            "-an", "-c:v", "libx264", *rate_args, "-pix_fmt", pix_fmt,
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv", *_COLOR_ARGS, *mux_args, str(tmp),
+            "-an", *codec_args, *mux_args, str(tmp),
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
         try:
