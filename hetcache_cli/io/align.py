@@ -2,7 +2,8 @@
 
 Every frame is kept (the 4k+1 rule applies to each window of the model, see
 pipeline/windows.py, never to the clip) unless `--frames` asks for fewer, which keeps the first
-ones; the fps and timing are never changed. Sizes are resized (never cropped).
+ones; the fps and timing are never changed. The plan's size is the whole frame's at the model
+(`crop: full`); `io/crop.py` plans the crops `crop: auto` works on instead.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import math
 import operator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from hetcache_cli.errors import InputError
+from hetcache_cli.io.crop import resize_frames
 
 __all__ = ["AlignmentPlan", "plan_alignment", "apply_alignment"]
 
@@ -33,6 +34,7 @@ class AlignmentPlan:
         src_frames: source frame count.
         src_height: source height.
         src_width: source width.
+        resize_message: the line of `messages` that tells the resize, None when there is none.
     """
 
     frames: int
@@ -44,6 +46,7 @@ class AlignmentPlan:
     src_frames: int = 0
     src_height: int = 0
     src_width: int = 0
+    resize_message: str | None = None
 
 
 def _as_int(value, name: str) -> int:
@@ -173,10 +176,12 @@ def plan_alignment(
     used, messages = _plan_frames(src_frames, frames, fps)
     h, w, reason = _plan_size(src_h, src_w, height, width, max_area, size_multiple)
     resized = (h, w) != (src_h, src_w)
+    resize_message = None
     if resized:
         change = abs((w / h) / (src_w / src_h) - 1)
         aspect_txt = "aspect kept within 1%" if change < 0.01 else f"aspect ratio changed by {change:.1%}"
-        messages.append(f"resizing {src_w}x{src_h} -> {w}x{h} ({reason}; {aspect_txt})")
+        resize_message = f"resizing {src_w}x{src_h} -> {w}x{h} ({reason}; {aspect_txt})"
+        messages.append(resize_message)
     return AlignmentPlan(
         frames=used,
         height=h,
@@ -187,6 +192,7 @@ def plan_alignment(
         src_frames=src_frames,
         src_height=src_h,
         src_width=src_w,
+        resize_message=resize_message,
     )
 
 
@@ -203,12 +209,4 @@ def apply_alignment(frames_uint8: np.ndarray, plan: AlignmentPlan) -> np.ndarray
         raise ValueError(
             f"clip is {f}x{h}x{w}, the plan was made for {plan.src_frames}x{plan.src_height}x{plan.src_width}"
         )
-    clip = frames_uint8[: plan.frames]
-    if (h, w) == (plan.height, plan.width):
-        return clip
-    shrink = plan.height <= h and plan.width <= w
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    out = np.empty((plan.frames, plan.height, plan.width, clip.shape[3]), dtype=np.uint8)
-    for i, frame in enumerate(clip):
-        out[i] = cv2.resize(frame, (plan.width, plan.height), interpolation=interp).reshape(out.shape[1:])
-    return out
+    return resize_frames(frames_uint8[: plan.frames], (plan.height, plan.width))

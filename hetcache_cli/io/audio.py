@@ -1,0 +1,156 @@
+"""The source's audio in the edited file: every audio stream copied (re-encoded to AAC only where the
+output container cannot hold its codec), written atomically together with the video.
+
+The video is encoded to a hidden temporary file first, then the bundled ffmpeg muxes it with the
+source's audio streams into a second temporary file that is renamed onto the output: the output
+path never holds a silent or half-muxed file. Packet timestamps are copied, so the audio keeps its
+offset to the first frame (ffmpeg shifts both inputs by their own start times, which are the same
+clock for an edited clip that starts at the source's first frame).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import imageio_ffmpeg
+import numpy as np
+
+from hetcache_cli.errors import HetcacheError
+from hetcache_cli.io.atomic import atomic_path
+from hetcache_cli.io.probe import AudioStream, MediaInfo
+
+__all__ = ["AudioPlan", "plan_audio", "write_video_with_audio"]
+
+logger = logging.getLogger(__name__)
+
+# Audio codecs each container holds in a way players read (ffmpeg codec names); the rest become AAC.
+_HOLDS = {
+    ".mp4": {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"},
+    ".m4v": {"aac", "mp3", "ac3", "eac3", "alac"},
+    ".mov": {"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+             "pcm_s32le", "pcm_f32le", "pcm_u8"},
+}  # fmt: skip
+_AAC_BITRATE = "192k"
+
+
+@dataclass
+class AudioPlan:
+    """What happens to each of the source's audio streams.
+
+    Args:
+        streams: the source's audio streams that go into the output.
+        reencode: indices (0:a:N) re-encoded to AAC; the others are copied packet for packet.
+        dropped: streams the user asked to drop (--no-audio).
+        duration_s: cut the audio here (seconds; when the edit keeps only the first frames), None = whole.
+        messages: one line per decision worth telling.
+    """
+
+    streams: list[AudioStream] = field(default_factory=list)
+    reencode: list[int] = field(default_factory=list)
+    dropped: int = 0
+    duration_s: float | None = None
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "streams": [
+                {**s.to_dict(), "action": "aac" if s.index in self.reencode else "copy"} for s in self.streams
+            ],
+            "dropped": self.dropped,
+            "duration_s": self.duration_s,
+        }
+
+
+def plan_audio(info: MediaInfo | None, output: Path, keep: bool = True, duration_s: float | None = None) -> AudioPlan:
+    """Decide, before anything runs, which audio streams the output gets and how.
+
+    Args:
+        info: the source's probe (None when it could not be read: no audio is assumed).
+        output: the output path (its extension is the container).
+        keep: False drops every audio stream (--no-audio).
+        duration_s: the edited part's duration when the edit keeps only the first frames of the clip.
+    """
+    streams = list(info.audio) if info is not None else []
+    if not streams:
+        return AudioPlan()
+    if not keep:
+        return AudioPlan(dropped=len(streams), messages=[f"--no-audio: the {_count(streams)} of the source dropped"])
+    holds = _HOLDS.get(output.suffix.lower())
+    reencode = [s.index for s in streams if holds is not None and s.codec not in holds]
+    messages = [
+        f"audio stream {s.index} ({s.codec}) cannot go into {output.suffix} as it is: re-encoded to AAC {_AAC_BITRATE}"
+        " (write .mkv to keep it as it is)"
+        for s in streams
+        if s.index in reencode
+    ]
+    if duration_s is not None:
+        messages.append(f"audio cut to the edited {duration_s:.3f} s (the first frames of the clip)")
+    return AudioPlan(streams, reencode, 0, duration_s, messages)
+
+
+def _count(streams: list[AudioStream]) -> str:
+    return "audio stream" if len(streams) == 1 else f"{len(streams)} audio streams"
+
+
+def write_video_with_audio(
+    path: Path, frames: np.ndarray | Iterable[np.ndarray], rate, source: Path, plan: AudioPlan, **encode
+) -> Path:
+    """`write_video` with the source's audio streams as `plan` says, atomically: the output appears complete or not at all.
+
+    `encode` goes to `write_video` (crf / lossless).
+    """
+    from hetcache_cli.io.video import write_video
+
+    path = Path(path)
+    if not plan.streams:
+        return write_video(path, frames, rate, **encode)
+    with atomic_path(path) as muxed:
+        silent = muxed.with_name(f"{muxed.stem}.video{muxed.suffix}")
+        try:
+            write_video(silent, frames, rate, **encode)
+            try:
+                _mux(silent, source, muxed, plan, plan.reencode)
+            except HetcacheError as err:
+                if len(plan.reencode) == len(plan.streams):
+                    raise
+                logger.warning("%s; re-encoding the audio to AAC instead", err)
+                plan.messages.append(f"copying the audio failed ({err}); re-encoded to AAC")
+                plan.reencode = [s.index for s in plan.streams]
+                _mux(silent, source, muxed, plan, plan.reencode)
+        finally:
+            silent.unlink(missing_ok=True)
+    return path
+
+
+def _mux(video: Path, source: Path, out: Path, plan: AudioPlan, reencode: list[int]) -> None:
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(video),
+           "-i", str(source), "-map", "0:v:0"]  # fmt: skip
+    for s in plan.streams:
+        cmd += ["-map", f"1:a:{s.index}"]
+    cmd += ["-c:v", "copy"]
+    for n, s in enumerate(plan.streams):
+        cmd += [f"-c:a:{n}", "aac", f"-b:a:{n}", _AAC_BITRATE] if s.index in reencode else [f"-c:a:{n}", "copy"]
+    if plan.duration_s is not None:
+        cmd += ["-t", f"{plan.duration_s:.6f}"]
+    if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        cmd += ["-movflags", "+faststart"]
+    cmd += ["-map_metadata", "1", str(out)]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            with contextlib.suppress(Exception):
+                proc.wait()
+            raise
+        if code != 0:
+            log.seek(0)
+            lines = [ln.strip() for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
+            raise HetcacheError(f"ffmpeg could not add the audio of {source}: {lines[-1] if lines else 'no details'}")
