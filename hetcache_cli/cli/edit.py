@@ -27,8 +27,13 @@ Examples:
 
   hetcache edit clip.mp4 -m mask.png -p "a red car" --model Wan2.2-VACE-Fun-A14B-diffusers --offload group --dry-run
 
-A clip longer than --window-frames is edited in overlapping windows (every frame kept); an
-interrupted long edit keeps its finished windows beside the output: rerun with --resume.
+  hetcache edit street.mp4 --box 400,220,560,400 -p "an empty street" --mask-fill gray --dry-run
+
+The output keeps the video's size, frame count, frame rate and audio (--no-audio drops it); only the
+masked region changes. The model works on a crop around the mask (--crop full: the whole frame),
+scaled to at most max_area pixels, and the result is stitched back at full resolution. A clip longer
+than --window-frames is edited in overlapping windows (every frame kept); an interrupted long edit
+keeps its finished windows beside the output: rerun with --resume.
 """
 
 
@@ -79,6 +84,7 @@ def result_summary(result) -> dict:
         "width": settings["width"],
         "height": settings["height"],
         "fps": settings["fps"],
+        "rate": settings["rate"],
         "cache": settings["cache"]["method"],
         "wall_s": round(s["wall_s"], 3),
         "flops_ratio": round(s["flops_ratio"], 4),
@@ -99,15 +105,16 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
         return
     t, d, windows, mem, gpu = plan["tokens"], plan["decisions"], plan["windows"], plan["cache_memory"], plan["memory"]
     lines = [
-        f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']}, {spec.steps} steps x "
-        f"{plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s), "
-        f"offload {plan['offload']}",
+        f"dry run: {plan['frames']} frames {plan['width']}x{plan['height']} @ {plan['fps']} fps, {spec.steps} "
+        f"steps x {plan['branches']} branch(es), cache {plan['cache']['method']}, {len(windows)} window(s), "
+        f"crop {plan['crop']}, offload {plan['offload']}",
         f"schedule  {plan['schedule']}  ({d['full']} full, {d['partial']} partial, {d['reuse']} reuse forwards)",
     ]
     if len(plan["experts"]) > 1:
         for name, e in plan["experts"].items():
             lines.append(f"  {name:<13} steps {e['first_step']}-{e['last_step']}: {e['schedule']}")
     if len(windows) == 1:
+        lines.append(f"crop      {_crop_text(windows[0]['crop'])}")
         lines.append(
             f"tokens    {t['total']} total: {t['generative']} generative, {t['margin']} margin, "
             f"{t['context']} context; {t['active']} computed on partial steps"
@@ -118,9 +125,14 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
             lines.append(
                 f"window {w['index']:<3} frames {w['start']}-{w['stop'] - 1} ({w['known']} known, "
                 f"{w['shared'] - w['known']} blended" + (f", {w['pad']} padded" if w["pad"] else "")
-                + f"): {wt['total']} tokens, {wt['generative']} generative, {wt['active']} on partial steps, "
-                f"{w['flops'] / 1e12:.3g} TF ({w['flops_ratio']:.0%})"
+                + f"): crop {_crop_text(w['crop'])}; {wt['total']} tokens, {wt['generative']} generative, "
+                f"{wt['active']} on partial steps, {w['flops'] / 1e12:.3g} TF ({w['flops_ratio']:.0%})"
             )
+    streams = plan["audio"]["streams"]
+    lines.append(
+        "audio     " + (", ".join(f"{a['codec']} ({a['action']})" for a in streams) if streams else
+                        f"dropped ({plan['audio']['dropped']} stream(s))" if plan["audio"]["dropped"] else "none")
+    )  # fmt: skip
     lines += [
         f"FLOPs     {plan['flops'] / 1e12:.3g} TF = {plan['flops_ratio']:.0%} of uncached "
         f"({plan['flops_full'] / 1e12:.3g} TF)",
@@ -136,6 +148,11 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
         f"output    {plan['output']} (not written)",
     ]
     stdout.print("\n".join(lines), highlight=False)
+
+
+def _crop_text(crop: dict) -> str:
+    (x0, y0, x1, y1), (w, h), (mw, mh) = crop["box"], crop["size"], crop["model_size"]
+    return f"{w}x{h} at ({x0},{y0})-({x1},{y1}) -> model {mw}x{mh}, scale {crop['scale']:.2f}"
 
 
 @handle_errors
@@ -157,6 +174,11 @@ def edit(
     window_color_match: opt.WindowColorMatch = None,
     width: opt.Width = None,
     height: opt.Height = None,
+    crop: opt.Crop = None,
+    crop_context: opt.CropContext = None,
+    crop_min_size: opt.CropMinSize = None,
+    mask_fill: opt.MaskFill = None,
+    audio: opt.Audio = None,
     negative_prompt: opt.NegativePrompt = None,
     cache: opt.Cache = None,
     preset: opt.Preset = None,
@@ -180,7 +202,8 @@ def edit(
     setup_logging(quiet or json_out)
     flags = flag_values(
         video=video, mask=mask, box=box or None, prompt=prompt, output=output, model=model, steps=steps,
-        guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height,
+        guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height, crop=crop,
+        crop_context=crop_context, crop_min_size=crop_min_size, mask_fill=mask_fill, audio=audio,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,
         mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
@@ -203,7 +226,7 @@ def edit(
         per_expert = "; ".join(f"{n} {s}" for n, s in experts.items()) if len(experts) > 1 else ""
         stdout.print(
             f"wrote {summary['output']} ({summary['frames']} frames {summary['width']}x{summary['height']} "
-            f"@ {summary['fps']:g} fps"
+            f"@ {summary['fps']:.6g} fps"
             + (f", {summary['windows']} windows" if summary["windows"] > 1 else "")
             + f") in {summary['wall_s']:.1f} s; cache {summary['cache']}: "
             f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards"

@@ -62,8 +62,41 @@ Resume = Annotated[
         "starts over).",
     ),
 ]
-Width = Annotated[Optional[int], typer.Option("--width", help="Width, a multiple of 16 [default: from the video].")]
-Height = Annotated[Optional[int], typer.Option("--height", help="Height, a multiple of 16 [default: from the video].")]
+Width = Annotated[
+    Optional[int],
+    typer.Option("--width", help="Model working width, a multiple of 16; the output keeps the video's size [default: from max_area]."),
+]
+Height = Annotated[
+    Optional[int],
+    typer.Option("--height", help="Model working height, a multiple of 16 [default: from max_area]."),
+]
+Crop = Annotated[
+    Optional[str],
+    typer.Option(
+        "--crop",
+        help="auto: the model works on a box around the mask, stitched back into the full-resolution frames; "
+        "full: on the whole frame scaled to the model size [default: auto].",
+    ),
+]
+CropContext = Annotated[
+    Optional[float],
+    typer.Option("--crop-context", help="Crop side = this x the mask box's side (crop: auto) [default: 2.0]."),
+]
+CropMinSize = Annotated[
+    Optional[int], typer.Option("--crop-min-size", help="Smallest crop side in video pixels (crop: auto) [default: 384].")
+]
+MaskFill = Annotated[
+    Optional[str],
+    typer.Option(
+        "--mask-fill",
+        help="What the model sees inside the mask: source (the original pixels; recolour, restyle) or gray "
+        "(mid grey, as VACE trains inpainting; remove, replace) [default: source].",
+    ),
+]
+Audio = Annotated[
+    Optional[bool],
+    typer.Option("--audio/--no-audio", help="Copy the video's audio streams into the output [default: on]."),
+]
 Cache = Annotated[Optional[str], typer.Option("--cache", help="none | teacache | hetcache [default: hetcache].")]
 Preset = Annotated[Optional[str], typer.Option("--preset", help="quality | balanced | fast (cache settings preset).")]
 Schedule = Annotated[
@@ -84,5 +117,10 @@ Json = Annotated[bool, typer.Option("--json", help="Print a machine-readable sum
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, warnings or summary text.")]
 Crf = Annotated[Optional[int], typer.Option("--crf", help="Output x264 quality: 0 lossless, 18 visually lossless [default: 18].")]
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Check inputs, print the cache schedule and FLOPs estimate, write nothing.")
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Check inputs, print the crop and working size of each window, the token counts, the cache schedule "
+        "and the FLOPs estimate; write nothing.",
+    ),
 ]

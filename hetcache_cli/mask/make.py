@@ -165,19 +165,20 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def edit_mask(spec, plan) -> np.ndarray:
+def edit_mask(spec, plan, size_hw: tuple[int, int] | None = None) -> np.ndarray:
     """The bool [F, H, W] edit mask for an aligned clip, from `spec.mask` (a file) or `spec.box` (keyframes).
 
     Box keyframes are in pixels of the source video: they are drawn at the source size, exactly as
-    `hetcache mask --box` writes them, then fitted to the model's size like a mask file (the same
-    resize, threshold, invert and dilation), so `box:` and the file `hetcache mask` makes for the same
-    boxes give the same edit.
+    `hetcache mask --box` writes them, then fitted to `size_hw` like a mask file (the same resize,
+    threshold, invert and dilation), so `box:` and the file `hetcache mask` makes for the same boxes
+    give the same edit.
 
     Args:
         spec: an EditSpec (`mask` or `box`, `mask_threshold`, `mask_invert`, `mask_dilation`).
         plan: the clip's AlignmentPlan (`frames`, `height`, `width`, `src_frames`, `src_height`, `src_width`).
+        size_hw: the (height, width) to make it at; default the plan's model size.
     """
-    size_hw = (plan.height, plan.width)
+    size_hw = size_hw or (plan.height, plan.width)
     if spec.mask is not None:
         return load_mask(
             spec.mask, plan.frames, size_hw, threshold=spec.mask_threshold, invert=spec.mask_invert,
@@ -192,7 +193,7 @@ def edit_mask(spec, plan) -> np.ndarray:
     what = "box " + " ".join(b.text() for b in boxes)
     if not mask.any():
         raise InputError(
-            f"{what} selects no pixel at the model's {plan.width}x{plan.height}; "
+            f"{what} selects no pixel at {size_hw[1]}x{size_hw[0]}; "
             "make the box larger or use --mask-dilation"
         )
     if mask.all():

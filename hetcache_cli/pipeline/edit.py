@@ -1,9 +1,14 @@
-"""One edit, end to end: inputs checked and aligned, the pipeline run window by window with the
+"""One edit, end to end: inputs checked and fitted, the pipeline run window by window with the
 cache, outputs written.
 
+The output is the user's clip: the source's size, frame count, exact frame rate and audio, with only
+the masked region changed. The model works on a crop around the mask per window (io/crop.py), or
+on the whole frame scaled to its size (`crop: full`); its result is scaled back and stitched into
+the full-resolution frames. Memory holds the source frames (uint8), the mask and one window's crops.
+
 All input checks run before the model loads, so bad input fails in a second with exit 2.
-The video and the statistics are written atomically, the statistics last: an edit either
-leaves both files or neither. A clip longer than one window (pipeline/windows.py) keeps its
+The video (with its audio) and the statistics are written atomically, the statistics last: an edit
+either leaves both files or neither. A clip longer than one window (pipeline/windows.py) keeps its
 finished windows in a hidden work folder beside the output until both are written, so that
 `--resume` can continue an interrupted edit.
 """
@@ -16,6 +21,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -24,13 +30,17 @@ import numpy as np
 from hetcache_cli import __version__
 from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.errors import InputError, Interrupted
-from hetcache_cli.io.align import AlignmentPlan, apply_alignment, plan_alignment
+from hetcache_cli.io.align import AlignmentPlan, plan_alignment
 from hetcache_cli.io.atomic import atomic_write_text
+from hetcache_cli.io.audio import AudioPlan, plan_audio, write_video_with_audio
+from hetcache_cli.io.crop import Crop, crop_mask, describe_crops, plan_crops
 from hetcache_cli.io.mask import mask_coverage
-from hetcache_cli.io.video import read_video, write_video
+from hetcache_cli.io.probe import MediaInfo, probe_media
+from hetcache_cli.io.stitch import patched_frame
+from hetcache_cli.io.video import VideoClip, read_video
 from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
 from hetcache_cli.mask.make import edit_mask
-from hetcache_cli.pipeline.window_run import output_frames, run_window, summarise_windows
+from hetcache_cli.pipeline.window_run import load_patch, output_frames, run_window, summarise_windows
 from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, plan_windows, window_mask
 from hetcache_cli.spec.schema import EditSpec
 
@@ -48,12 +58,16 @@ class PreparedEdit:
     spec: EditSpec
     output: Path
     stats_path: Path
-    frames: np.ndarray  # [F, H, W, 3] uint8 at the model's size, every frame of the edit
-    mask: np.ndarray  # [F, H, W] bool
+    frames: np.ndarray  # [F, H, W, 3] uint8 at the source's size, every frame of the edit
+    mask: np.ndarray  # [F, H, W] bool at the source's size
     fps: float
-    plan: AlignmentPlan
+    plan: AlignmentPlan  # frames used; height x width = the whole frame at the model's size (crop: full)
     cache: HetCacheConfig
     windows: list[Window]
+    crops: list[Crop] = field(default_factory=list)  # one per window: the box the model works on and its size
+    rate: Fraction | None = None  # the exact frame rate, read and written
+    media: MediaInfo | None = None
+    audio: AudioPlan = field(default_factory=AudioPlan)
     messages: list[str] = field(default_factory=list)
 
 
@@ -63,7 +77,8 @@ class EditResult:
     stats_path: Path
     stats: dict
     frames: np.ndarray | None = None  # [F, H, W, 3] uint8 as written (run_edit(keep_frames=True))
-    raw: np.ndarray | None = None  # [F, H, W, 3] uint8, the model's output before paste-back (same)
+    raw: np.ndarray | None = None  # [F, H, W, 3] uint8: the source with the model's output in each crop,
+    # before colour match and paste-back (same)
 
 
 def default_output(video: Path) -> Path:
@@ -94,7 +109,8 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         raise InputError(f"output {output} already exists; pass --overwrite or choose another -o/--output")
     cache = spec.cache_config()
 
-    clip = read_video(spec.video)
+    media = probe_media(spec.video)
+    clip, messages = _read_source(spec.video, media)
     src_f, src_h, src_w = clip.frames.shape[:3]
     plan = plan_alignment(
         src_f,
@@ -107,17 +123,60 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         size_multiple=SIZE_MULTIPLE,
         fps=clip.fps,
     )
-    frames = apply_alignment(clip.frames, plan)
-    mask = edit_mask(spec, plan)  # from the mask file or the box keyframes
+    frames = clip.frames[: plan.frames]  # a view: the source frames are the only full-size copy
+    mask = edit_mask(spec, plan, (src_h, src_w))  # from the mask file or the box keyframes
     windows = plan_windows(plan.frames, spec.window_frames, spec.window_overlap)
-    messages = list(plan.messages)
+    crops = _plan_crops(spec, plan, mask, windows)
+    messages += [m for m in plan.messages if m != plan.resize_message]
+    if spec.crop == "full" and plan.resize_message:
+        messages.append(f"{plan.resize_message}; the output is scaled back to {src_w}x{src_h}")
+    else:
+        messages += describe_crops(crops, (src_h, src_w))
+    if spec.crf and (src_h % 2 or src_w % 2):
+        messages.append(
+            f"the source is {src_w}x{src_h}: H.264 yuv420p needs even sides, so the output repeats its last "
+            f"{'column' if src_w % 2 else 'row'}{' and row' if src_w % 2 and src_h % 2 else ''} "
+            f"({src_w + src_w % 2}x{src_h + src_h % 2}); --crf 0 writes lossless RGB at the exact size"
+        )
+    trimmed = plan.frames / clip.rate if plan.trimmed_frames else None
+    audio = plan_audio(media, output, keep=spec.audio, duration_s=None if trimmed is None else float(trimmed))
+    messages += audio.messages
     for msg in messages:
         logger.warning(msg)
     layout = describe_windows(windows)
     if layout:
         logger.info(layout)
         messages.append(layout)
-    return PreparedEdit(spec, output, stats_path, frames, mask, clip.fps, plan, cache, windows, messages)
+    return PreparedEdit(
+        spec, output, stats_path, frames, mask, clip.fps, plan, cache, windows, crops, clip.rate, media, audio,
+        messages,
+    )  # fmt: skip
+
+
+def _read_source(path: str, media: MediaInfo | None) -> tuple[VideoClip, list[str]]:
+    """The source's frames at its exact rate; a variable-rate source resampled to its average rate, said so."""
+    if media is None:
+        return read_video(path), []
+    if not media.vfr:
+        return read_video(path, rate=media.rate), []
+    clip = read_video(path, rate=media.rate, resample=True)
+    return clip, [
+        f"{path} has a variable frame rate (frames last {media.min_frame_s * 1e3:.1f}-{media.max_frame_s * 1e3:.1f} "
+        f"ms): its {media.packets} frames are resampled to a constant {media.rate} fps, their average "
+        f"({clip.num_frames} frames: ffmpeg repeats or drops the nearest frame), so the output keeps the duration "
+        "and the audio stays in sync"
+    ]
+
+
+def _plan_crops(spec: EditSpec, plan: AlignmentPlan, mask: np.ndarray, windows: list[Window]) -> list[Crop]:
+    # the paste-back band and the blur it reads lie inside the crop, so compositing there equals the whole frame's
+    margin = spec.paste_dilation + 2 * spec.paste_feather + 2 if spec.paste_back else 0
+    explicit = spec.width is not None or spec.height is not None
+    return plan_crops(
+        mask, [(w.start, w.stop) for w in windows], mode=spec.crop, context=spec.crop_context,
+        min_size=spec.crop_min_size, max_area=spec.max_area, margin=margin, full_size=(plan.height, plan.width),
+        size=(plan.height, plan.width) if explicit else None, q=SIZE_MULTIPLE,
+    )  # fmt: skip
 
 
 def _window_finished(window: Window) -> None:
@@ -181,11 +240,11 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
     try:
         for window in windows:
             if window.index < store.finished:
-                final, doc = store.load(window.index)
+                final, doc = load_patch(store, window.index)
                 doc["window"]["resumed"] = True
             else:
                 final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps)
-                store.save(window.index, final, doc)
+                store.save(window.index, final.frames, doc)
                 _window_finished(window)
                 if keep_frames:
                     raws.append(raw)
@@ -211,8 +270,10 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
         "steps": records,
         "summary": summary,
     }
-    rate = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
-    write_video(prep.output, output_frames(store, windows), prep.fps, **rate)
+    encode = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
+    frames_out = output_frames(store, windows, prep.frames)
+    write_video_with_audio(prep.output, frames_out, prep.rate or prep.fps, Path(spec.video), prep.audio, **encode)
+    doc["settings"]["audio"] = prep.audio.to_dict()  # after the mux: a failed copy falls back to AAC
     try:
         atomic_write_text(prep.stats_path, json.dumps(doc, indent=2) + "\n")
     except BaseException:
@@ -220,9 +281,13 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
         raise
     frames = raw = None
     if keep_frames:
-        frames = np.concatenate(list(output_frames(store, windows, chunks=True)))
+        frames = np.concatenate(list(output_frames(store, windows, prep.frames, chunks=True)))
         if len(raws) == len(windows):
-            raw = np.concatenate([r[: owned_frames(windows, i)] for i, r in enumerate(raws)])
+            raw = np.stack([
+                patched_frame(prep.frames[t], r, t)
+                for i, (w, r) in enumerate(zip(windows, raws))
+                for t in range(w.start, w.start + owned_frames(windows, i))
+            ])  # fmt: skip
     store.remove()
     return EditResult(prep.output, prep.stats_path, doc, frames, raw)
 
@@ -240,8 +305,8 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
     branches = 2 if prep.spec.guidance_scale > 1.0 else 1
     spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
     per_window = []
-    for window in prep.windows:
-        mask = window_mask(prep.mask[window.start : window.stop], window)
+    for window, crop in zip(prep.windows, prep.crops):
+        mask = window_mask(crop_mask(prep.mask[window.start : window.stop], crop), window)
         run = describe_run(
             pipe,
             prep.cache,
@@ -252,7 +317,7 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
             temporal=pipe.vae_scale_factor_temporal,
             device=device,
         )
-        per_window.append({**window.to_dict(), **run})
+        per_window.append({**window.to_dict(), **run, "crop": crop.to_dict()})
     first = per_window[0]
     flops = sum(w["flops"] for w in per_window)
     flops_full = sum(w["flops_full"] for w in per_window)
@@ -273,8 +338,11 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
         "windows": per_window,
         "output": str(prep.output),
         "frames": prep.plan.frames,
-        "height": prep.plan.height,
-        "width": prep.plan.width,
+        "height": prep.plan.src_height,
+        "width": prep.plan.src_width,
+        "fps": _rate_text(prep),
+        "crop": prep.spec.crop,
+        "audio": prep.audio.to_dict(),
         "branches": branches,
         "offload": prep.spec.offload,
         "cache": prep.cache.to_dict(),
@@ -288,9 +356,11 @@ def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
     from hetcache_cli.pipeline.memory import estimate, pipeline_sizes
 
     cache = prep.cache
+    # the largest working size of any window (a crop, or the whole frame at the model's size)
+    height, width = max(((c.height, c.width) for c in prep.crops), key=lambda s: s[0] * s[1], default=(prep.plan.height, prep.plan.width))
     return estimate(
         pipeline_sizes(pipe, prep.spec.model or "embedded"), max(w.model_frames for w in prep.windows),
-        prep.plan.height, prep.plan.width,
+        height, width,
         cache.cache_dtype, "cpu" if cache.cache_device == "cpu" else "cuda", prep.spec.offload, branches,
         pipe.transformer.dtype, cache.method,
     )  # fmt: skip
@@ -302,14 +372,22 @@ def _settings(prep: PreparedEdit) -> dict:
     out = {k: v for k, v in vars(spec).items() if k not in skip}
     out.update(
         frames=prep.plan.frames,
-        height=prep.plan.height,
-        width=prep.plan.width,
+        height=prep.plan.src_height,
+        width=prep.plan.src_width,
         fps=prep.fps,
+        rate=_rate_text(prep),
+        vfr=bool(prep.media and prep.media.vfr),
+        full_frame_model_size=[prep.plan.width, prep.plan.height],
         mask_coverage=mask_coverage(prep.mask),
         alignment=prep.messages,
         cache=prep.cache.to_dict(),
     )
     return out
+
+
+def _rate_text(prep: PreparedEdit) -> str:
+    rate = prep.rate if prep.rate is not None else Fraction(prep.fps).limit_denominator(1001)
+    return f"{rate.numerator}/{rate.denominator}"
 
 
 def _file_identity(path: str) -> list:
@@ -320,9 +398,9 @@ def _file_identity(path: str) -> list:
 
 
 def run_fingerprint(prep: PreparedEdit, model_info: dict) -> dict:
-    """Everything a window's result depends on, for `--resume` to check (the output's crf is not)."""
+    """Everything a window's result depends on, for `--resume` to check (the output's crf and audio are not)."""
     spec = prep.spec
-    values = {k: v for k, v in vars(spec).items() if k not in ("output", "stats", "crf", "cache")}
+    values = {k: v for k, v in vars(spec).items() if k not in ("output", "stats", "crf", "audio", "cache")}
     values.update(
         cache=prep.cache.to_dict(),
         video_file=_file_identity(spec.video),
@@ -330,6 +408,7 @@ def run_fingerprint(prep: PreparedEdit, model_info: dict) -> dict:
         model={k: model_info.get(k) for k in ("name", "path", "device", "dtype")},
         size=[prep.plan.height, prep.plan.width],
         windows=[w.to_dict() for w in prep.windows],
+        crops=[c.to_dict() for c in prep.crops],
         hetcache_version=__version__,
     )
     return values

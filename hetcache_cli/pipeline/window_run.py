@@ -1,8 +1,10 @@
 """One window of an edit through the pipeline, and the pieces that turn windows back into one clip.
 
-`run_window` gives the model the window's frames (its known frames from the earlier output, mask
-0), then colour-matches, pastes back and cross-fades the result; `output_frames` streams the
-finished clip from the stored windows, one window in memory at a time.
+`run_window` cuts the window's crop from the full-resolution frames (its known frames from the
+output so far, mask 0) at the model's working size, runs the pipeline, scales the result back to the
+crop's source size, colour-matches, pastes it into the source inside the dilated, feathered mask and
+cross-fades it with the previous window; what differs from the source is kept as a `Patch`.
+`output_frames` streams the finished clip at the source resolution, one stored window at a time.
 """
 
 from __future__ import annotations
@@ -11,53 +13,63 @@ import time
 
 import numpy as np
 
+from hetcache_cli.io.crop import Crop, crop_mask, resize_frames, uncrop
 from hetcache_cli.io.paste import paste_back
+from hetcache_cli.io.stitch import Patch, box_union, changed_patch, output_region, patched_frame
 from hetcache_cli.io.workdir import WindowStore
 from hetcache_cli.pipeline.windows import (
     Window, crossfade, crossfade_weights, match_color, owned_frames, pad_frames, window_mask,
 )  # fmt: skip
 
-__all__ = ["output_frames", "run_window", "summarise_windows", "window_inputs"]
+__all__ = ["load_patch", "model_inputs", "output_frames", "run_window", "summarise_windows"]
 
 _WINDOW_KEYS = ("schedule", "decisions", "flops", "flops_full", "flops_ratio", "transformer_ms", "cache_memory_bytes",
                 "cache_memory_measured_bytes", "text_kv_memory_bytes", "text_kv_memory_measured_bytes", "experts")
+GRAY = 0.5  # VACE's fill for pixels to generate: 127.5 / 255, 0 after the pipeline's [-1, 1] normalisation
 
 
-def window_inputs(frames: np.ndarray, mask: np.ndarray, window: Window, previous: tuple[Window, np.ndarray] | None):
-    """What the model gets for a window: (video uint8 [n, H, W, 3], mask bool [n, H, W], shared output or None).
+def _box(crop: Crop) -> tuple[int, int, int, int]:
+    return crop.x0, crop.y0, crop.x1, crop.y1
 
-    `frames` and `mask` are the whole clip's; the known frames carry the earlier output (the previous
-    window's final frames, returned as the third item over all shared frames) with mask 0; padding
-    repeats the last frame.
+
+def model_inputs(prep, window: Window, crop: Crop, previous: tuple[Window, Patch] | None):
+    """What the model gets for a window: (video float32 [n, h, w, 3] in [0, 1], mask bool [n, h, w]).
+
+    Both are the window's crop at the working size; the known frames carry the output so far (the
+    previous window's patch over the source) with mask 0; padding repeats the last frame. With
+    `mask_fill: gray` the masked pixels are mid grey.
     """
-    video = frames[window.start : window.stop]
-    shared = None
-    if window.shared:
-        if previous is None:
-            raise ValueError(f"window {window.index} shares frames but has no previous window")
-        prev_window, prev_frames = previous
-        offset = window.start - prev_window.start
-        shared = np.asarray(prev_frames[offset : offset + window.shared])
-        video = np.concatenate([shared[: window.known], video[window.known :]])
-    return pad_frames(video, window.pad), window_mask(mask[window.start : window.stop], window), shared
+    if window.shared and previous is None:
+        raise ValueError(f"window {window.index} shares frames but has no previous window")
+    box = _box(crop)
+    frames = output_region(prep.frames, None, window.start, window.stop, box)
+    if window.known:
+        frames[: window.known] = output_region(prep.frames, previous[1], window.start, window.start + window.known, box)
+    video = resize_frames(frames, (crop.height, crop.width))  # the box, at the working size
+    del frames
+    mask = window_mask(crop_mask(prep.mask[window.start : window.stop], crop), window)  # [model_frames, h, w]
+    video = pad_frames(video, window.pad).astype(np.float32) / np.float32(255.0)
+    if prep.spec.mask_fill == "gray":
+        video[mask] = GRAY
+    return video, mask
 
 
 def run_window(prep, pipe, stats, window: Window, previous, progress, total_steps: int):
-    """One window through the pipeline: (final uint8 frames, raw model output, {"window", "steps"} records).
+    """One window through the pipeline: (output Patch, raw Patch, {"window", "steps"} records).
 
-    `stats` is the StepStats attached with the cache; the hook resets it at the start of each call.
+    The output patch holds every pixel of the window's frames that differs from the source; the raw
+    one the model's output scaled back into the crop (before colour match and paste-back). `stats`
+    is the StepStats attached with the cache; the hook resets it at the start of each call.
     """
-    import PIL.Image
     import torch
 
     from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
 
     spec = prep.spec
+    crop: Crop = prep.crops[window.index]
     device = execution_device(pipe)
-    video, mask, shared = window_inputs(prep.frames, prep.mask, window, previous)
-    region = prep.mask[window.start : window.stop]
-    source = prep.frames[window.start : window.stop]
-    mask_rgb = np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
+    video, mask = model_inputs(prep, window, crop, previous)
+    mask_rgb = np.repeat(mask[..., None].astype(np.float32), 3, axis=-1)  # [n, h, w, 3], 1 = generate
     base = window.index * spec.steps
 
     def on_step(_pipe, i, _t, kwargs):
@@ -70,10 +82,10 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     out = pipe(
         prompt=spec.prompt,
         negative_prompt=spec.negative_prompt,
-        video=[PIL.Image.fromarray(f) for f in video],
-        mask=[PIL.Image.fromarray(m) for m in mask_rgb],
-        height=prep.plan.height,
-        width=prep.plan.width,
+        video=video[None],  # [1, F, H, W, 3] in [0, 1]: the pipeline reads the size from video[0]
+        mask=mask_rgb[None],
+        height=crop.height,
+        width=crop.width,
         num_frames=window.model_frames,
         num_inference_steps=spec.steps,
         guidance_scale=spec.guidance_scale,
@@ -85,26 +97,47 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall_s = time.perf_counter() - begin
-    raw = (np.clip(out.frames[0][: window.frames], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [n, H, W, 3]
-    del out
+    raw = (np.clip(out.frames[0][: window.frames], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [n, h, w, 3]
+    del out, video
 
+    box = _box(crop)
+    raw = uncrop(raw, crop)  # [n, crop rows, crop cols, 3] at the source resolution
+    raw_patch = Patch(window.start, box, raw)
+    source = prep.frames[window.start : window.stop, crop.y0 : crop.y1, crop.x0 : crop.x1]
+    region = prep.mask[window.start : window.stop, crop.y0 : crop.y1, crop.x0 : crop.x1]
+    patch = previous[1] if previous is not None else None
     color = None
-    if shared is not None and spec.window_color_match:
+    if window.shared and spec.window_color_match:
+        shared = output_region(prep.frames, patch, window.start, window.start + window.shared, box)
         raw, color = match_color(raw, shared, region, window.shared)
-    if spec.paste_back:
-        final = paste_back(raw, source, region, spec.paste_dilation, spec.paste_feather)
-    else:
-        final = raw.copy()
-    if shared is not None:
-        final[: window.shared] = crossfade(shared, final[: window.shared], crossfade_weights(window))
+    final = paste_back(raw, source, region, spec.paste_dilation, spec.paste_feather) if spec.paste_back else raw
+
+    # the window's output over its crop and the previous window's patch (where the cross-fade reaches)
+    union = box_union(box, patch.box) if window.shared and patch.box[2] > patch.box[0] else box
+    ux0, uy0 = union[0], union[1]
+    out_frames = output_region(prep.frames, None, window.start, window.stop, union)
+    out_frames[:, crop.y0 - uy0 : crop.y1 - uy0, crop.x0 - ux0 : crop.x1 - ux0] = final
+    if window.shared:
+        earlier = output_region(prep.frames, patch, window.start, window.start + window.shared, union)
+        out_frames[: window.shared] = crossfade(earlier, out_frames[: window.shared], crossfade_weights(window))
+    result = changed_patch(window.start, union, out_frames, prep.frames[window.start : window.stop, union[1] : union[3], union[0] : union[2]])
+    del out_frames, final, raw
 
     summary = stats.summary()
     steps = [{**record, "window": window.index} for record in stats.to_list()]
+    tokens = steps[0]["tokens"]["total"] if steps else None
     record = {
         **window.to_dict(), "seed": seed, **{k: summary[k] for k in _WINDOW_KEYS}, "wall_s": wall_s,
-        "color_match": color,
+        "color_match": color, "crop": crop.to_dict(), "tokens": tokens, "patch": result.to_dict(),
     }  # fmt: skip
-    return final, raw, {"window": record, "steps": steps}
+    return result, raw_patch, {"window": record, "steps": steps}
+
+
+def load_patch(store: WindowStore, index: int) -> tuple[Patch, dict]:
+    """A stored window's output patch and its record."""
+    frames, doc = store.load(index)
+    info = doc["window"]["patch"]
+    return Patch(int(info["start"]), tuple(int(v) for v in info["box"]), frames), doc
 
 
 def summarise_windows(window_docs: list[dict]) -> dict:
@@ -114,6 +147,7 @@ def summarise_windows(window_docs: list[dict]) -> dict:
     flops = sum(w["flops"] for w in window_docs)
     flops_full = sum(w["flops_full"] for w in window_docs)
     schedules = [w["schedule"] for w in window_docs]
+    scales = [w["crop"]["scale"] for w in window_docs]
     return {
         "schedule": schedules[0] if len(set(schedules)) == 1 else "|".join(schedules),
         "flops": flops,
@@ -127,15 +161,18 @@ def summarise_windows(window_docs: list[dict]) -> dict:
         "experts": combine_experts([w.get("experts", {}) for w in window_docs]),
         "windows": len(window_docs),
         "resumed_windows": sum(bool(w.get("resumed")) for w in window_docs),
+        "tokens": sum(w["tokens"] or 0 for w in window_docs),
+        "scale": {"min": min(scales), "max": max(scales)},
     }
 
 
-def output_frames(store: WindowStore, windows: list[Window], chunks: bool = False):
-    """The edited clip frame by frame (or window chunk by chunk), one stored window in memory at a time."""
+def output_frames(store: WindowStore, windows: list[Window], source: np.ndarray, chunks: bool = False):
+    """The edited clip at the source resolution, frame by frame (or window by window), one stored window in
+    memory at a time: each frame is a copy of the source frame with its window's patch written in."""
     for i, window in enumerate(windows):
-        final, _ = store.load(window.index)
-        part = final[: owned_frames(windows, i)]
+        patch, _ = load_patch(store, window.index)
+        part = (patched_frame(source[t], patch, t) for t in range(window.start, window.start + owned_frames(windows, i)))
         if chunks:
-            yield np.asarray(part)
+            yield np.stack(list(part))
         else:
             yield from part

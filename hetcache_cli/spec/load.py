@@ -16,9 +16,11 @@ from hetcache_cli.pipeline.windows import check_window_settings
 from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
+    CROP_MODES,
     DEVICES,
     DTYPES,
     FIELD_TYPES,
+    MASK_FILLS,
     MASK_KEYS,
     MODEL_DEFAULT_KEYS,
     OFFLOADS,
@@ -202,6 +204,14 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
         fail(window_problem)
     if spec.max_area < 32 * 32:
         fail(f"max_area is {spec.max_area}; use at least 1024 pixels")
+    if spec.crop not in CROP_MODES:
+        fail(f"crop {spec.crop!r} is not valid; use auto (a box around the mask) or full (the whole frame)")
+    if not spec.crop_context >= 1.0:
+        fail(f"crop_context is {spec.crop_context}; use a factor of 1 or more (e.g. 2: twice the mask's box)")
+    if spec.crop_min_size < 32:
+        fail(f"crop_min_size is {spec.crop_min_size}; use at least 32 pixels (e.g. 384)")
+    if spec.mask_fill not in MASK_FILLS:
+        fail(f"mask_fill {spec.mask_fill!r} is not valid; use source (edit what is there) or gray (remove, replace)")
     if spec.device not in DEVICES and not spec.device.startswith("cuda:"):
         fail(f"device {spec.device!r} is not valid; use one of {', '.join(DEVICES)} or cuda:N")
     if spec.dtype not in DTYPES:

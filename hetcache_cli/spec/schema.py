@@ -17,6 +17,8 @@ from hetcache_cli.cache.config import HetCacheConfig, config_fields
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOADS = ("none", "model", "group", "leaf")
+CROP_MODES = ("auto", "full")
+MASK_FILLS = ("source", "gray")
 
 
 @dataclass
@@ -38,10 +40,24 @@ class EditSpec:
         model (`str`, *optional*): Diffusers Wan-VACE folder or Hugging Face hub id in the local cache;
             default the embedded demo model.
         frames (`int`, *optional*): Edit only the first this many frames; default every frame of the video.
-        width (`int`, *optional*): Output width (multiple of 16); default from the video.
-        height (`int`, *optional*): Output height (multiple of 16); default from the video.
-        max_area (`int`, defaults to `399360`): When width/height are not given, larger videos are scaled
-            down to at most this many pixels per frame (480x832).
+        width (`int`, *optional*): The model's working width (multiple of 16); default from `max_area`. The
+            output keeps the source's size whatever the working size.
+        height (`int`, *optional*): The model's working height (multiple of 16); default from `max_area`.
+        max_area (`int`, defaults to `399360`): When width/height are not given, the model works on at most
+            this many pixels per frame (480x832): a larger crop (or frame, with `crop: full`) is scaled down to
+            fit, a smaller one is worked at its own resolution.
+        crop (`str`, defaults to `"auto"`): `auto`: the model works on a box around the mask (one per window,
+            steady between windows), cut from the full-resolution frames and stitched back into them; `full`:
+            on the whole frame, scaled to the model size and back.
+        crop_context (`float`, defaults to `2.0`): With `crop: auto`, each side of the mask's box (grown by the
+            paste-back band) is multiplied by this, so the model sees the edit's surroundings.
+        crop_min_size (`int`, defaults to `384`): With `crop: auto`, a crop side is at least this many pixels
+            of the source (or the whole side of a smaller frame).
+        mask_fill (`str`, defaults to `"source"`): What the model is shown inside the mask (VACE's "reactive"
+            stream): `source`, the original pixels, which guide the edit ("make the ball red"); `gray`, mid
+            grey (127.5), as VACE trains inpainting, for removing or replacing an object.
+        audio (`bool`, defaults to `True`): Copy the source's audio streams into the output (re-encoded to AAC
+            only where the output container cannot hold their codec).
         window_frames (`int`, defaults to `81`): Frames per model run (4k+1). A longer clip is edited in
             overlapping windows of this many frames, each conditioned on the frames the previous one edited;
             a model folder's `hetcache_defaults.json` may recommend another value (the embedded model does).
@@ -59,12 +75,14 @@ class EditSpec:
         seed (`int`, defaults to `0`): Random seed.
         mask_threshold (`float`, defaults to `0.5`): Mask pixels brighter than this (0..1) are edited.
         mask_invert (`bool`, defaults to `False`): Edit the dark part of the mask instead.
-        mask_dilation (`int`, defaults to `0`): Grow the mask by this many pixels before editing.
-        paste_back (`bool`, defaults to `True`): Keep the input's pixels outside the (dilated, feathered) mask.
-        paste_dilation (`int`, defaults to `4`): Pixels the paste-back region extends past the mask.
-        paste_feather (`int`, defaults to `4`): Width in pixels of the soft paste-back edge.
-        crf (`int`, defaults to `18`): x264 quality of the output video: 0 = lossless (4:4:4), 18 = visually
-            lossless, larger = smaller files.
+        mask_dilation (`int`, defaults to `0`): Grow the mask by this many source pixels before editing.
+        paste_back (`bool`, defaults to `True`): Keep the input's pixels outside the (dilated, feathered) mask;
+            without it the whole crop (or frame, with `crop: full`) is the model's output.
+        paste_dilation (`int`, defaults to `4`): Source pixels the paste-back region extends past the mask.
+        paste_feather (`int`, defaults to `4`): Width in source pixels of the soft paste-back edge.
+        crf (`int`, defaults to `18`): x264 quality of the output video (H.264, yuv420p): 0 = lossless RGB
+            (decoded pixels equal the edit's, bit for bit; few players), 18 = visually lossless, larger =
+            smaller files.
         device (`str`, defaults to `"auto"`): `auto`, `cpu`, `cuda` or `cuda:N`.
         dtype (`str`, defaults to `"auto"`): Transformer dtype; `auto` = bfloat16 on CUDA, float32 on CPU.
         offload (`str`, defaults to `"none"`): Keep weights in host memory and move them to the GPU when used:
@@ -87,6 +105,11 @@ class EditSpec:
     width: int | None = None
     height: int | None = None
     max_area: int = 480 * 832
+    crop: str = "auto"
+    crop_context: float = 2.0
+    crop_min_size: int = 384
+    mask_fill: str = "source"
+    audio: bool = True
     window_frames: int = 81
     window_overlap: int = 16
     window_color_match: bool = False
