@@ -251,16 +251,16 @@ def _edit(pool, spec):
 
 
 def _checked_edit(pool, spec, baseline: dict | None = None) -> tuple:
-    """Run one demo edit and check its video and statistics against the alignment plan."""
+    """Run one demo edit and check its video and statistics against the source and the schedule."""
     from hetcache_cli.io.video import read_video
 
     prep, result = _edit(pool, spec)
     plan, problems = prep.plan, []
     clip = read_video(result.output)
     got = (clip.num_frames, clip.height, clip.width, round(clip.fps, 3))
-    want = (plan.frames, plan.height, plan.width, round(prep.fps, 3))
+    want = (plan.frames, plan.src_height, plan.src_width, round(prep.fps, 3))
     if got != want:
-        problems.append(f"the video is {got} (frames, height, width, fps), the alignment plan says {want}")
+        problems.append(f"the video is {got} (frames, height, width, fps), the source's edited part is {want}")
     stats = json.loads(Path(result.stats_path).read_text())
     settings = stats["settings"]
     if (settings["frames"], settings["height"], settings["width"]) != want[:3]:
@@ -292,7 +292,7 @@ def _checked_edit(pool, spec, baseline: dict | None = None) -> tuple:
             "decisions": summary["decisions"]}  # fmt: skip
     d = summary["decisions"]
     detail = (
-        f"{plan.frames} frames {plan.width}x{plan.height} @ {prep.fps:g} fps, schedule {schedule}: "
+        f"{plan.frames} frames {plan.src_width}x{plan.src_height} @ {prep.fps:g} fps, schedule {schedule}: "
         f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards, "
         f"{ratio:.0%} of uncached FLOPs, {wall:.2f} s"
     )

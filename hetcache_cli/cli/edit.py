@@ -174,6 +174,7 @@ def edit(
     window_color_match: opt.WindowColorMatch = None,
     width: opt.Width = None,
     height: opt.Height = None,
+    max_area: opt.MaxArea = None,
     crop: opt.Crop = None,
     crop_context: opt.CropContext = None,
     crop_min_size: opt.CropMinSize = None,
@@ -202,7 +203,7 @@ def edit(
     setup_logging(quiet or json_out)
     flags = flag_values(
         video=video, mask=mask, box=box or None, prompt=prompt, output=output, model=model, steps=steps,
-        guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height, crop=crop,
+        guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height, max_area=max_area, crop=crop,
         crop_context=crop_context, crop_min_size=crop_min_size, mask_fill=mask_fill, audio=audio,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,

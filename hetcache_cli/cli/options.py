@@ -70,6 +70,10 @@ Height = Annotated[
     Optional[int],
     typer.Option("--height", help="Model working height, a multiple of 16 [default: from max_area]."),
 ]
+MaxArea = Annotated[
+    Optional[int],
+    typer.Option("--max-area", help="Most model pixels per frame; larger crops are scaled down to fit [default: 399360 = 480x832]."),
+]
 Crop = Annotated[
     Optional[str],
     typer.Option(

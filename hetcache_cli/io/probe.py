@@ -39,7 +39,7 @@ class AudioStream:
     codec: str  # ffmpeg codec name, e.g. aac, mp3, opus, pcm_s16le
     sample_rate: int | None
     channels: str | None  # ffmpeg's layout name, e.g. mono, stereo, 5.1
-    duration_s: float  # last packet end minus first packet start
+    duration_s: float  # last packet's end minus the first packet's start (or 0, when that is before 0)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -167,6 +167,7 @@ def probe_media(path: str | Path) -> MediaInfo | None:
         if s.kind != "audio":
             continue
         ends = [p + d for p, d in zip(s.pts, s.durations)]
-        duration = float((max(ends) - min(s.pts)) * s.tb) if s.pts else 0.0
+        # from the first packet, or from 0 for encoder priming (AAC's first packet starts before 0 and is skipped)
+        duration = float((max(ends) - max(0, min(s.pts))) * s.tb) if s.pts else 0.0
         audio.append(AudioStream(len(audio), s.codec, s.sample_rate, s.channels, duration))
     return MediaInfo(rate, vfr, len(videos[0].pts), shortest, longest, audio)

@@ -91,7 +91,11 @@ def _clean_fps(fps: float, n_frames: int, duration_s: float, path: Path) -> floa
 
 
 def read_video(
-    path: str | os.PathLike, max_frames: int | None = None, rate: Fraction | None = None, resample: bool = False
+    path: str | os.PathLike,
+    max_frames: int | None = None,
+    rate: Fraction | None = None,
+    resample: bool = False,
+    expected_frames: int | None = None,
 ) -> VideoClip:
     """Decode a video file ffmpeg can read into RGB frames.
 
@@ -102,6 +106,7 @@ def read_video(
             stored (no frame is duplicated or dropped), and the clip's `rate` is this one.
         resample: with `rate`, resample a variable-rate file to that constant rate instead (ffmpeg's
             nearest-frame rule: frames are duplicated or dropped so that frame i shows time i / rate).
+        expected_frames: how many frames to make room for at once (e.g. the probe's packet count).
 
     Raises:
         InputError: missing path, a folder, a file ffmpeg cannot decode, or no frames.
@@ -118,12 +123,18 @@ def read_video(
     if rate is not None:
         output_params += ["-fps_mode", "cfr", "-r", _rate_text(rate)] if resample else ["-fps_mode", "passthrough"]
     reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
-    frames: list[np.ndarray] = []
+    count = 0
     try:
         meta = next(reader)
         width, height = meta["size"]
+        # decoded straight into one array (grown when the hint is short): no second copy of the clip
+        cap = expected_frames or max(1, round(meta.get("duration", 0.0) * meta.get("fps", 0.0)) + 1)
+        frames = np.empty((min(cap, max_frames or cap), height, width, 3), np.uint8)
         for buf in reader:
-            frames.append(np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3))
+            if count == len(frames):
+                frames = np.concatenate([frames, np.empty((max(1, count // 2),) + frames.shape[1:], np.uint8)])
+            frames[count] = np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
+            count += 1
     except (OSError, RuntimeError, ValueError, KeyError, StopIteration) as err:
         raise InputError(
             f"cannot read video {path}: {_stderr_reason(err)}; "
@@ -131,12 +142,14 @@ def read_video(
         ) from None
     finally:
         reader.close()
-    if not frames:
+    if not count:
         raise InputError(f"video {path} has no frames; pass a video with at least one frame")
+    # a view keeps a short unused tail; a large one (a header that overstated the length) is given back
+    frames = frames[:count] if len(frames) - count <= max(2, count // 10) else frames[:count].copy()
     if rate is not None:
-        return VideoClip(frames=np.stack(frames), fps=float(rate), path=path, rate=Fraction(rate))
-    fps = _clean_fps(meta.get("fps", 0.0), len(frames), meta.get("duration", 0.0), path)
-    return VideoClip(frames=np.stack(frames), fps=fps, path=path)
+        return VideoClip(frames=frames, fps=float(rate), path=path, rate=Fraction(rate))
+    fps = _clean_fps(meta.get("fps", 0.0), count, meta.get("duration", 0.0), path)
+    return VideoClip(frames=frames, fps=fps, path=path)
 
 
 def _rate_text(rate: float | Fraction) -> str:

@@ -30,25 +30,23 @@ import numpy as np
 from hetcache_cli import __version__
 from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.errors import InputError, Interrupted
-from hetcache_cli.io.align import AlignmentPlan, plan_alignment
+from hetcache_cli.io.align import AlignmentPlan
 from hetcache_cli.io.atomic import atomic_write_text
-from hetcache_cli.io.audio import AudioPlan, plan_audio, write_video_with_audio
-from hetcache_cli.io.crop import Crop, crop_mask, describe_crops, plan_crops
+from hetcache_cli.io.audio import AudioPlan, write_video_with_audio
+from hetcache_cli.io.crop import Crop, crop_mask
 from hetcache_cli.io.mask import mask_coverage
-from hetcache_cli.io.probe import MediaInfo, probe_media
+from hetcache_cli.io.probe import MediaInfo
 from hetcache_cli.io.stitch import patched_frame
-from hetcache_cli.io.video import VideoClip, read_video
 from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
-from hetcache_cli.mask.make import edit_mask
+from hetcache_cli.pipeline.fit import SIZE_MULTIPLE, fit_source
 from hetcache_cli.pipeline.window_run import load_patch, output_frames, run_window, summarise_windows
-from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, plan_windows, window_mask
+from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, window_mask
 from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
 
 STATS_VERSION = 2
-# The model's size rule: sides multiples of VAE (8) x patch (2); frames are windowed (windows.py).
-SIZE_MULTIPLE = 16
+__all__ = ["SIZE_MULTIPLE", "EditResult", "PreparedEdit", "plan_edit", "prepare_edit", "resolve_outputs", "run_edit"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -109,73 +107,17 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
         raise InputError(f"output {output} already exists; pass --overwrite or choose another -o/--output")
     cache = spec.cache_config()
 
-    media = probe_media(spec.video)
-    clip, messages = _read_source(spec.video, media)
-    src_f, src_h, src_w = clip.frames.shape[:3]
-    plan = plan_alignment(
-        src_f,
-        src_h,
-        src_w,
-        frames=spec.frames,
-        height=spec.height,
-        width=spec.width,
-        max_area=spec.max_area,
-        size_multiple=SIZE_MULTIPLE,
-        fps=clip.fps,
-    )
-    frames = clip.frames[: plan.frames]  # a view: the source frames are the only full-size copy
-    mask = edit_mask(spec, plan, (src_h, src_w))  # from the mask file or the box keyframes
-    windows = plan_windows(plan.frames, spec.window_frames, spec.window_overlap)
-    crops = _plan_crops(spec, plan, mask, windows)
-    messages += [m for m in plan.messages if m != plan.resize_message]
-    if spec.crop == "full" and plan.resize_message:
-        messages.append(f"{plan.resize_message}; the output is scaled back to {src_w}x{src_h}")
-    else:
-        messages += describe_crops(crops, (src_h, src_w))
-    if spec.crf and (src_h % 2 or src_w % 2):
-        messages.append(
-            f"the source is {src_w}x{src_h}: H.264 yuv420p needs even sides, so the output repeats its last "
-            f"{'column' if src_w % 2 else 'row'}{' and row' if src_w % 2 and src_h % 2 else ''} "
-            f"({src_w + src_w % 2}x{src_h + src_h % 2}); --crf 0 writes lossless RGB at the exact size"
-        )
-    trimmed = plan.frames / clip.rate if plan.trimmed_frames else None
-    audio = plan_audio(media, output, keep=spec.audio, duration_s=None if trimmed is None else float(trimmed))
-    messages += audio.messages
+    fit = fit_source(spec, output)
+    messages = fit.messages
     for msg in messages:
         logger.warning(msg)
-    layout = describe_windows(windows)
+    layout = describe_windows(fit.windows)
     if layout:
         logger.info(layout)
         messages.append(layout)
     return PreparedEdit(
-        spec, output, stats_path, frames, mask, clip.fps, plan, cache, windows, crops, clip.rate, media, audio,
-        messages,
-    )  # fmt: skip
-
-
-def _read_source(path: str, media: MediaInfo | None) -> tuple[VideoClip, list[str]]:
-    """The source's frames at its exact rate; a variable-rate source resampled to its average rate, said so."""
-    if media is None:
-        return read_video(path), []
-    if not media.vfr:
-        return read_video(path, rate=media.rate), []
-    clip = read_video(path, rate=media.rate, resample=True)
-    return clip, [
-        f"{path} has a variable frame rate (frames last {media.min_frame_s * 1e3:.1f}-{media.max_frame_s * 1e3:.1f} "
-        f"ms): its {media.packets} frames are resampled to a constant {media.rate} fps, their average "
-        f"({clip.num_frames} frames: ffmpeg repeats or drops the nearest frame), so the output keeps the duration "
-        "and the audio stays in sync"
-    ]
-
-
-def _plan_crops(spec: EditSpec, plan: AlignmentPlan, mask: np.ndarray, windows: list[Window]) -> list[Crop]:
-    # the paste-back band and the blur it reads lie inside the crop, so compositing there equals the whole frame's
-    margin = spec.paste_dilation + 2 * spec.paste_feather + 2 if spec.paste_back else 0
-    explicit = spec.width is not None or spec.height is not None
-    return plan_crops(
-        mask, [(w.start, w.stop) for w in windows], mode=spec.crop, context=spec.crop_context,
-        min_size=spec.crop_min_size, max_area=spec.max_area, margin=margin, full_size=(plan.height, plan.width),
-        size=(plan.height, plan.width) if explicit else None, q=SIZE_MULTIPLE,
+        spec, output, stats_path, fit.frames, fit.mask, fit.fps, fit.plan, cache, fit.windows, fit.crops, fit.rate,
+        fit.media, fit.audio, messages,
     )  # fmt: skip
 
 

@@ -102,6 +102,21 @@ def test_bad_window_settings(small_clip, out_dir, flags, fragment):
     assert_usage_error(r, fragment, out_dir)
 
 
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (("--crop", "tiles"), "crop 'tiles' is not valid; use auto (a box around the mask) or full"),
+        (("--crop-context", 0.5), "crop_context is 0.5; use a factor of 1 or more"),
+        (("--crop-min-size", 8), "crop_min_size is 8; use at least 32 pixels"),
+        (("--mask-fill", "grey"), "mask_fill 'grey' is not valid; use source (edit what is there) or gray"),
+        (("--max-area", 100), "max_area is 100; use at least 1024 pixels"),
+    ],
+)
+def test_bad_crop_and_fill_settings(small_clip, out_dir, flags, fragment):
+    r = invoke(*edit_args(small_clip["video"], small_clip["mask"], out_dir, *flags))
+    assert_usage_error(r, fragment, out_dir)
+
+
 def test_output_equals_input(small_clip, out_dir):
     video = small_clip["video"]
     r = invoke("edit", video, "--mask", small_clip["mask"], "--prompt", "x", "-o", video, "--overwrite")
