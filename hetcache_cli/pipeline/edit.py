@@ -36,7 +36,7 @@ from hetcache_cli.io.audio import AudioPlan, write_video_with_audio
 from hetcache_cli.io.crop import Crop, crop_mask
 from hetcache_cli.io.mask import mask_coverage
 from hetcache_cli.io.probe import MediaInfo
-from hetcache_cli.io.stitch import patched_frame
+from hetcache_cli.io.stitch import Patch, patched_frame
 from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
 from hetcache_cli.pipeline.fit import SIZE_MULTIPLE, fit_source
 from hetcache_cli.pipeline.window_run import load_patch, output_frames, run_window, summarise_windows
@@ -172,8 +172,8 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
     total_steps = spec.steps * len(windows)
     window_docs: list[dict] = []
     records: list[dict] = []
-    raws: list[np.ndarray] = []
-    previous: tuple[Window, np.ndarray] | None = None
+    raws: list[Patch] = []
+    previous: tuple[Window, Patch] | None = None
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
