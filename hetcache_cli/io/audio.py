@@ -48,7 +48,8 @@ class AudioPlan:
         reencode: indices (0:a:N) re-encoded to AAC; the others are copied packet for packet.
         dropped: streams the user asked to drop (--no-audio).
         duration_s: cut the audio here (seconds; when the edit keeps only the first frames), None = whole.
-        messages: one line per decision worth telling.
+        messages: one line per change the user did not ask for (a re-encode), for a warning.
+        notes: one line per decision that follows what the user asked (dropped, cut).
     """
 
     streams: list[AudioStream] = field(default_factory=list)
@@ -56,6 +57,7 @@ class AudioPlan:
     dropped: int = 0
     duration_s: float | None = None
     messages: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -80,7 +82,7 @@ def plan_audio(info: MediaInfo | None, output: Path, keep: bool = True, duration
     if not streams:
         return AudioPlan()
     if not keep:
-        return AudioPlan(dropped=len(streams), messages=[f"--no-audio: the {_count(streams)} of the source dropped"])
+        return AudioPlan(dropped=len(streams), notes=[f"--no-audio: the {_count(streams)} of the source dropped"])
     holds = _HOLDS.get(output.suffix.lower())
     reencode = [s.index for s in streams if holds is not None and s.codec not in holds]
     messages = [
@@ -89,9 +91,8 @@ def plan_audio(info: MediaInfo | None, output: Path, keep: bool = True, duration
         for s in streams
         if s.index in reencode
     ]
-    if duration_s is not None:
-        messages.append(f"audio cut to the edited {duration_s:.3f} s (the first frames of the clip)")
-    return AudioPlan(streams, reencode, 0, duration_s, messages)
+    notes = [f"audio cut to the edited {duration_s:.3f} s (the first frames of the clip)"] if duration_s is not None else []
+    return AudioPlan(streams, reencode, 0, duration_s, messages, notes)
 
 
 def _count(streams: list[AudioStream]) -> str:

@@ -200,7 +200,7 @@ def describe_crops(crops: list[Crop], src_hw: tuple[int, int]) -> list[str]:
     if all(c.x0 == 0 and c.y0 == 0 and c.x1 == W and c.y1 == H for c in crops):
         c = crops[0]
         if (c.width, c.height) == (W, H):
-            return [f"the model works on the whole {W}x{H} frame at its own size"]
+            return []  # nothing to tell: the model sees the frames as they are
         return [f"the model works on the whole {W}x{H} frame scaled to {c.width}x{c.height} (crop: full), "
                 f"scaled back to {W}x{H} for the output"]  # fmt: skip
     if len(crops) == 1:

@@ -112,9 +112,9 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
     for msg in messages:
         logger.warning(msg)
     layout = describe_windows(fit.windows)
-    if layout:
-        logger.info(layout)
-        messages.append(layout)
+    for note in fit.notes + ([layout] if layout else []):
+        logger.info(note)
+        messages.append(note)
     return PreparedEdit(
         spec, output, stats_path, fit.frames, fit.mask, fit.fps, fit.plan, cache, fit.windows, fit.crops, fit.rate,
         fit.media, fit.audio, messages,

@@ -40,7 +40,8 @@ class FittedSource:
     crops: list[Crop]
     media: MediaInfo | None
     audio: AudioPlan
-    messages: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)  # what changed from the source or the request: warnings
+    notes: list[str] = field(default_factory=list)  # how the model sees the clip: information
 
 
 def fit_source(spec: EditSpec, output: Path) -> FittedSource:
@@ -57,10 +58,11 @@ def fit_source(spec: EditSpec, output: Path) -> FittedSource:
     windows = plan_windows(plan.frames, spec.window_frames, spec.window_overlap)
     crops = _plan_crops(spec, plan, mask, windows)
     messages += [m for m in plan.messages if m != plan.resize_message]
+    notes = []
     if spec.crop == "full" and plan.resize_message:
-        messages.append(f"{plan.resize_message}; the output is scaled back to {src_w}x{src_h}")
+        notes.append(f"{plan.resize_message}; the output is scaled back to {src_w}x{src_h}")
     else:
-        messages += describe_crops(crops, (src_h, src_w))
+        notes += describe_crops(crops, (src_h, src_w))
     if spec.crf and (src_h % 2 or src_w % 2):
         sides = " and ".join(s for s, odd in (("column", src_w % 2), ("row", src_h % 2)) if odd)
         messages.append(
@@ -70,7 +72,8 @@ def fit_source(spec: EditSpec, output: Path) -> FittedSource:
     trimmed = float(plan.frames / clip.rate) if plan.trimmed_frames else None
     audio = plan_audio(media, output, keep=spec.audio, duration_s=trimmed)
     messages += audio.messages
-    return FittedSource(frames, mask, clip.fps, clip.rate, plan, windows, crops, media, audio, messages)
+    notes += audio.notes
+    return FittedSource(frames, mask, clip.fps, clip.rate, plan, windows, crops, media, audio, messages, notes)
 
 
 def _read_source(path: str, media: MediaInfo | None) -> tuple[VideoClip, list[str]]:
