@@ -11,7 +11,8 @@
    window's mask leaves the box: the crop pans and zooms smoothly instead of jumping;
 4. the working size: the box at its own resolution when that fits in `max_area` pixels, scaled down
    to fit otherwise (never up), sides multiples of 16 and at least 32; the box is then widened to
-   the working size's aspect (inside the frame), so a box that fits is taken pixel for pixel.
+   the working size's aspect (inside the frame), so a box that fits is taken pixel for pixel. A box
+   that grows to the whole frame is worked at the size `crop: full` would use.
 
 `crop: full` keeps today's fit instead: the whole frame scaled to the model size. `crop_frames` and
 `crop_mask` cut a window's frames and mask to its box at the working size, `uncrop` scales the
@@ -145,7 +146,8 @@ def plan_crops(
         min_size: a crop side is at least this many source pixels (or the frame's side).
         max_area: the most model pixels per frame.
         margin: source pixels the mask's box grows by first (the paste-back band).
-        full_size: (height, width) the whole frame is worked at for `full` (the alignment plan's).
+        full_size: (height, width) the whole frame is worked at for `full`, and for an `auto` crop that
+            grows to the whole frame (the alignment plan's).
         size: (height, width) to work every window at instead of the max_area rule (--width/--height).
         q: the model's size multiple.
     """
@@ -185,6 +187,8 @@ def plan_crops(
             mw, mh, scale = _working_size(min(nw, W), min(nh, H), max_area, q)
             cw, ch = min(W, round(mw / scale)), min(H, round(mh / scale))
         cw, ch = max(cw, x1 - x0), max(ch, y1 - y0)
+        if (cw, ch) == (W, H) and size is None and full_size is not None:
+            mh, mw = full_size  # the whole frame after all: fitted as `crop: full` fits it
         target = ((x0 + x1) / 2, (y0 + y1) / 2)
         centre = target if centre is None else ((centre[0] + target[0]) / 2, (centre[1] + target[1]) / 2)
         cx0 = _place(centre[0], cw, x0, x1, W)

@@ -80,6 +80,9 @@ def test_full_mode_is_the_whole_frame_at_the_given_size():
     assert crops == [Crop(0, 0, 1280, 720, 832, 464)] * 2
     with pytest.raises(ValueError):
         plan_crops(mask, [(0, 9)], mode="tiles")
+    small = np.zeros((9, 120, 200), bool)
+    small[:, 50:60, 50:60] = True  # min_size 384 > the frame: the auto crop is the whole frame, fitted as full fits it
+    assert plan_crops(small, [(0, 9)], full_size=(112, 208)) == [Crop(0, 0, 200, 120, 208, 112)]
 
 
 def test_explicit_working_size_sets_the_crops_aspect():
