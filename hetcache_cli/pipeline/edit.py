@@ -299,7 +299,8 @@ def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
 
     cache = prep.cache
     # the largest working size of any window (a crop, or the whole frame at the model's size)
-    height, width = max(((c.height, c.width) for c in prep.crops), key=lambda s: s[0] * s[1], default=(prep.plan.height, prep.plan.width))
+    sizes = [(c.height, c.width) for c in prep.crops] or [(prep.plan.height, prep.plan.width)]
+    height, width = max(sizes, key=lambda s: s[0] * s[1])
     return estimate(
         pipeline_sizes(pipe, prep.spec.model or "embedded"), max(w.model_frames for w in prep.windows),
         height, width,

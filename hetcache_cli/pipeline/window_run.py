@@ -120,7 +120,8 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     if window.shared:
         earlier = output_region(prep.frames, patch, window.start, window.start + window.shared, union)
         out_frames[: window.shared] = crossfade(earlier, out_frames[: window.shared], crossfade_weights(window))
-    result = changed_patch(window.start, union, out_frames, prep.frames[window.start : window.stop, union[1] : union[3], union[0] : union[2]])
+    source_union = prep.frames[window.start : window.stop, union[1] : union[3], union[0] : union[2]]
+    result = changed_patch(window.start, union, out_frames, source_union)
     del out_frames, final, raw
 
     summary = stats.summary()

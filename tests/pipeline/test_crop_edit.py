@@ -62,7 +62,8 @@ def test_known_frames_come_from_the_earlier_output_cut_with_this_windows_crop(tm
     video_in, mask_in = model_inputs(prep, second, crop, (first, Patch(first.start, (0, 0, 160, 96), earlier)))
     box = np.s_[crop.y0 : crop.y1, crop.x0 : crop.x1]
     assert (video_in[: second.known] == np.float32(7 / 255)).all()
-    assert np.array_equal(video_in[second.known : second.frames], prep.frames[second.start + second.known : second.stop][(slice(None), *box)] / np.float32(255))
+    rest = prep.frames[second.start + second.known : second.stop][(slice(None), *box)]
+    assert np.array_equal(video_in[second.known : second.frames], rest / np.float32(255))
     assert not mask_in[: second.known].any() and mask_in[second.known :].any()
 
 
