@@ -3,6 +3,7 @@
     python scripts/bench_long_clip.py                          # 103 frames 96x96, the embedded model
     python scripts/bench_long_clip.py --frames 205 --size 160 --steps 20 --out runs/long
     python scripts/bench_long_clip.py --memory                 # also peak RSS of the clip and of one twice as long
+    python scripts/bench_long_clip.py --memory --size 512 --max-area 16384 --steps 2 --prompts "a red ball"
 
 Each edit runs `hetcache edit` in a child process (so that its peak RSS is its own), with the
 model folder's window settings unless --window-frames/--window-overlap are given. The clip is a
@@ -56,6 +57,8 @@ def edit(video: Path, mask: Path, out: Path, args, prompt: str) -> dict:
         cmd += ["--model", args.model]
     if args.color_match:
         cmd += ["--window-color-match"]
+    if args.max_area:
+        cmd += ["--max-area", str(args.max_area)]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     stats = json.loads(out.with_name(f"{out.stem}.stats.json").read_text())
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--prompts", default="a red ball,a blue ball")
     parser.add_argument("--color-match", action="store_true", help="edit with --window-color-match")
     parser.add_argument("--memory", action="store_true", help="also edit a clip twice as long and compare peak RSS")
+    parser.add_argument("--max-area", type=int, default=None, help="the model's working area (a large --size stays cheap)")
     parser.add_argument("--out", type=Path, default=Path("runs/long_clip"))
     args = parser.parse_args()
 
