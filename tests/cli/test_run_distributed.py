@@ -93,13 +93,23 @@ def test_waiting_rank_gives_up_on_a_silent_rank():
     from torch.distributed import HashStore
 
     store = HashStore()
-    beats = threading.Timer(0.0, lambda: [store.add("p/beat/1", 1) or time.sleep(0.05) for _ in range(60)])
-    beats.start()  # rank 1 beats for 3 s; rank 2 never beats; neither finishes
+    stop = threading.Event()
+
+    def beat():  # rank 1 beats until the test ends; rank 2 never beats; neither finishes
+        while not stop.wait(0.02):
+            store.add("p/beat/1", 1)
+
+    beats = threading.Thread(target=beat, daemon=True)
+    beats.start()
     start = time.monotonic()
-    with pytest.raises(HetcacheError, match="rank 2 has not answered"):
-        wait_for_ranks(store, "p", 0, 3, timeout_s=0.5, poll_s=0.05)
-    beats.join()
-    assert time.monotonic() - start < 5
+    try:
+        with pytest.raises(HetcacheError, match="rank 2 has not answered"):
+            wait_for_ranks(store, "p", 0, 3, timeout_s=1.0, poll_s=0.05)
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        beats.join()
+    assert 1.0 <= elapsed < 30  # gave up after the timeout, not never
 
 
 def test_waiting_rank_returns_when_all_finish():
