@@ -17,6 +17,7 @@ SELECTIONS = ("attention", "uniform")
 CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16", "float8_e4m3fn")
 CACHE_DEVICES = ("auto", "cuda", "cpu")
 ON_OVERFLOW = ("error", "teacache")
+FORECASTS = ("auto", "none", "linear")
 SCHEDULE_LETTERS = "FPR"
 
 
@@ -32,28 +33,28 @@ class HetCacheConfig:
         schedule (`str`, *optional*):
             An explicit schedule, one letter per denoising step: `F` full, `P` partial, `R` reuse
             (e.g. `FFPPRPPRPF`). Overrides the automatic schedule; its length must equal the number of steps.
-        reuse_threshold (`float`, defaults to `0.05`):
+        reuse_threshold (`float`, defaults to `0.055`):
             A step is REUSE while the change accumulated since the last computed (FULL or PARTIAL) step stays
             below this. A step's change is the relative L1 change of the timestep modulation, normalised so the
             changes sum to 1 over the run: a threshold is a fraction of the run's total change (see
             `cache/schedule.py`). Larger = more reuse = faster.
-        full_threshold (`float`, defaults to `0.3`):
+        full_threshold (`float`, defaults to `0.11`):
             A step is FULL once the change accumulated since the last FULL step reaches this, otherwise PARTIAL
             (or REUSE, above). Larger = fewer full steps = faster. Must be >= `reuse_threshold`.
         rescale (`list[float]`, *optional*):
             Polynomial coefficients (highest power first) applied to each step's relative change before it is
             normalised and accumulated (TeaCache-style, fitted per model). None uses the raw change.
-        warmup_steps (`int`, defaults to `2`):
+        warmup_steps (`int`, defaults to `1`):
             The first `warmup_steps` scheduler steps are always FULL.
-        max_partial_run (`int`, defaults to `4`):
+        max_partial_run (`int`, defaults to `100`):
             At most this many consecutive non-FULL steps; the next one is forced FULL (cache refresh).
         margin_tokens (`int`, defaults to `1`):
             Width, in tokens, of the band around the generative tokens that forms the margin class.
         margin_temporal (`bool`, defaults to `True`):
             The margin also covers tokens one latent frame before and after a generative token.
-        margin_ratio (`float`, defaults to `1.0`):
+        margin_ratio (`float`, defaults to `0.25`):
             Fraction of margin tokens recomputed on PARTIAL steps, chosen spatially uniform.
-        context_ratio (`float`, defaults to `0.1`):
+        context_ratio (`float`, defaults to `0.05`):
             Fraction of context tokens recomputed on PARTIAL steps, chosen at the last FULL step.
         selection (`str`, defaults to `"attention"`):
             How context tokens are chosen: `attention` (attention mass from generative queries plus k-means
@@ -65,6 +66,11 @@ class HetCacheConfig:
             Number of k-means clusters over context hidden states for diverse selection (0 disables it).
         kmeans_iters (`int`, defaults to `4`):
             k-means iterations per FULL step (warm-started from the previous centroids).
+        forecast (`str`, defaults to `"auto"`):
+            What a token that is not computed takes as its residual: `none` the cached one (from its last
+            computed step), `linear` that residual extrapolated along the line through its last two computed
+            values (per token, against the timestep; exact for residuals linear in t). Costs one more residual-
+            sized tensor per branch. `auto` = `linear` for `hetcache`, `none` for `teacache` (the classic baseline).
         cache_dtype (`str`, defaults to `"auto"`):
             Dtype of the per-layer K/V and residual caches; `auto` uses the transformer's dtype. `float8_e4m3fn`
             stores K/V in 8 bits with one scale per layer and head (dequantised when read; the residual stays in
@@ -88,19 +94,20 @@ class HetCacheConfig:
 
     method: str = "hetcache"
     schedule: str | None = None
-    reuse_threshold: float = 0.05
-    full_threshold: float = 0.3
+    reuse_threshold: float = 0.055
+    full_threshold: float = 0.11
     rescale: list[float] | None = None
-    warmup_steps: int = 2
-    max_partial_run: int = 4
+    warmup_steps: int = 1
+    max_partial_run: int = 100
     margin_tokens: int = 1
     margin_temporal: bool = True
-    margin_ratio: float = 1.0
-    context_ratio: float = 0.1
+    margin_ratio: float = 0.25
+    context_ratio: float = 0.05
     selection: str = "attention"
     score_layer: int = -1
     kmeans_clusters: int = 8
     kmeans_iters: int = 4
+    forecast: str = "auto"
     cache_dtype: str = "auto"
     cache_device: str = "auto"
     text_kv: bool = True
@@ -119,6 +126,7 @@ class HetCacheConfig:
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _choice("cache_device", self.cache_device, CACHE_DEVICES)
         _choice("on_cache_overflow", self.on_cache_overflow, ON_OVERFLOW)
+        _choice("forecast", self.forecast, FORECASTS)
         if self.preset is not None:
             _choice("preset", self.preset, PRESETS)
         if self.schedule is not None:

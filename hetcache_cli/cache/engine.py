@@ -4,12 +4,14 @@ Each mirrors `WanVACETransformer3DModel.forward` (diffusers 0.42) around the blo
 rotary tables, patch embeddings, condition embedding, blocks, output head. What differs:
 
 FULL     every block on all N tokens; K/V of every main and VACE layer copied into the
-         branch's caches; residual = stack output - stack input stored; the score layer
-         feeds the context selection.
+         branch's caches; residual = stack output - stack input stored (and, with a forecast,
+         every token's residual slope measured); the score layer feeds the context selection.
 PARTIAL  the active rows A of the main and VACE streams are gathered once; every block runs
          on A only against the full-length K/V caches; tokens outside A get their current
-         input + cached residual; merged rows go through the head on all tokens.
-REUSE    no block runs (VACE included): current input + cached residual, then the head.
+         input + cached residual (forecast to this step when the branch keeps slopes); merged
+         rows go through the head on all tokens.
+REUSE    no block runs (VACE included): current input + cached (or forecast) residual, then
+         the head.
 
 With the branch's `TextKV` (text_kv.py), FULL and PARTIAL skip the text embedder once the
 prompt's K/V are cached, and every block's cross-attention reuses them.
@@ -131,8 +133,12 @@ def forward_full(
     probe=None,
     probe_layer: int = -1,
     use_triton: bool | None = None,
+    timestep: float | None = None,
 ) -> torch.Tensor:
-    """Every block on all tokens (the uncached result); refreshes the branch's residual and K/V caches."""
+    """Every block on all tokens (the uncached result); refreshes the branch's residual and K/V caches.
+
+    `timestep` (host float) dates the refreshed residual for the branch's forecast, if it keeps one.
+    """
     emb = embed(module, inputs, text_kv=state.text if state is not None else None)
     control = embed_control(module, inputs, emb.x.size(1))
     kv = state.kv if (state is not None and keep_kv) else None
@@ -140,14 +146,21 @@ def forward_full(
         module, emb.x, control, emb.text, emb.tproj, rope, emb.scales, kv, None, probe, probe_layer, use_triton
     )
     if state is not None:
-        state.residual.copy_(out - emb.x)
+        new = out - emb.x
+        if state.forecast is not None:
+            state.forecast.record_all(state.residual, new, timestep)
+        state.residual.copy_(new)
     return head(module, out, emb.temb, inputs.hidden_states.shape)
 
 
 def forward_partial(
-    module, inputs: Inputs, rope: Rope, state: BranchState, use_triton: bool | None = None
+    module, inputs: Inputs, rope: Rope, state: BranchState, use_triton: bool | None = None,
+    timestep: float | None = None,
 ) -> torch.Tensor:
-    """Blocks on the active rows only (`state.active` [B, M]); the other rows: input + cached residual."""
+    """Blocks on the active rows only (`state.active` [B, M]); the other rows: input + cached residual.
+
+    With a forecast the other rows take their residual extrapolated to `timestep` instead.
+    """
     emb = embed(module, inputs, text_kv=state.text)
     x_in = emb.x.contiguous()  # [B, N, D]
     idx = state.active  # [B, M]
@@ -166,15 +179,25 @@ def forward_partial(
         idx,
         use_triton=use_triton,
     )
-    residual = state.residual if state.residual.dtype == x_in.dtype else state.residual.to(x_in.dtype)
+    residual = _residual_at(state, timestep).to(x_in.dtype)
     merged = merge_tokens(x_in, residual, idx, out_act, slot=state.slot, use_triton=use_triton)  # [B, N, D]
     # the recomputed rows' residual is now the freshest one: later REUSE steps use it
-    scatter_tokens_(state.residual, idx, (out_act - x_act).to(state.residual.dtype), use_triton=use_triton)
+    new_rows = (out_act - x_act).to(state.residual.dtype)
+    if state.forecast is not None:
+        state.forecast.record_rows(idx, timestep)
+    scatter_tokens_(state.residual, idx, new_rows, use_triton=use_triton)
     return head(module, merged, emb.temb, inputs.hidden_states.shape)
 
 
-def forward_reuse(module, inputs: Inputs, state: BranchState) -> torch.Tensor:
-    """No block runs: current input + cached whole-stack residual, then the head."""
+def forward_reuse(module, inputs: Inputs, state: BranchState, timestep: float | None = None) -> torch.Tensor:
+    """No block runs: current input + cached (or forecast) whole-stack residual, then the head."""
     emb = embed(module, inputs, with_blocks=False)
-    x = emb.x + state.residual.to(emb.x.dtype)
+    x = emb.x + _residual_at(state, timestep).to(emb.x.dtype)
     return head(module, x, emb.temb, inputs.hidden_states.shape)
+
+
+def _residual_at(state: BranchState, timestep: float | None) -> torch.Tensor:
+    """The residual the uncomputed rows take: the cached one, or its forecast at `timestep`."""
+    if state.forecast is None:
+        return state.residual
+    return state.forecast.predict(state.residual, timestep)

@@ -152,7 +152,7 @@ class HetCacheHook(ModelHook, RunPlanner):
             if state.store is not None:  # the stack's layer order: VACE blocks, then main blocks
                 state.store.begin(list(range(n_main, layers)) + list(range(n_main)), prefetch=decision == PARTIAL)
             before = state.text.computed if state.text is not None else 0
-            output = _lora_scoped(module, self, decision, inputs, state, attention_kwargs=attention_kwargs)
+            output = _lora_scoped(module, self, decision, inputs, state, step, attention_kwargs=attention_kwargs)
             if state.text is not None:
                 text_layers = state.text.computed - before
 
@@ -193,35 +193,44 @@ class HetCacheHook(ModelHook, RunPlanner):
             decision = REUSE
         return decision
 
-    def _compute(self, module, decision: str, inputs: engine.Inputs, state: BranchState) -> torch.Tensor:
+    def _compute(self, module, decision: str, inputs: engine.Inputs, state: BranchState, step: int) -> torch.Tensor:
         run, config = self.run, self.config
         rope = self.rope(module, inputs.hidden_states)
+        t = self.timestep_value(step, inputs.timestep) if state.forecast is not None else None
         if decision == REUSE:
-            return engine.forward_reuse(module, inputs, state)
+            return engine.forward_reuse(module, inputs, state, t)
         if decision == PARTIAL:
-            return engine.forward_partial(module, inputs, rope, state, config.use_triton)
+            return engine.forward_partial(module, inputs, rope, state, config.use_triton, t)
         hetcache = run.method == "hetcache"
+        # One active set per step for all guidance branches: the first branch's FULL step chooses it, the
+        # others take it. Different sets per branch would leave a token fresh in one branch and stale in
+        # the other, and guidance (cond - uncond) x scale amplifies exactly that mismatch.
+        shared = run.selection if hetcache and run.selection is not None and run.selection[0] == step else None
         probe = None
         classes = run.classes
         batch = inputs.hidden_states.shape[0]
-        if hetcache and config.selection == "attention" and run.n_context_pick > 0:
+        if hetcache and shared is None and config.selection == "attention" and run.n_context_pick > 0:
             probe = ScoreProbe(
                 classes.generative[None].expand(batch, -1),
                 classes.context[None].expand(batch, -1),
                 config.use_triton,
             )
         output = engine.forward_full(
-            module, inputs, rope, state, hetcache, probe, self.score_layer(module), config.use_triton
+            module, inputs, rope, state, hetcache, probe, self.score_layer(module), config.use_triton, t
         )
         if hetcache:
-            if probe is not None:
-                chosen, state.centroids = select_context(
-                    probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
-                )
+            if shared is not None:
+                state.active, state.slot = shared[1], shared[2]
             else:
-                chosen = run.uniform_context
-            state.active = active_indices(run.static_active, chosen, batch)
-            state.slot = build_slot_map(state.active, classes.n_tokens)
+                if probe is not None:
+                    chosen, state.centroids = select_context(
+                        probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
+                    )
+                else:
+                    chosen = run.uniform_context
+                state.active = active_indices(run.static_active, chosen, batch)
+                state.slot = build_slot_map(state.active, classes.n_tokens)
+                run.selection = (step, state.active, state.slot)
         state.valid = True
         return output
 
@@ -237,9 +246,9 @@ class HetCacheHook(ModelHook, RunPlanner):
 
 
 @apply_lora_scale("attention_kwargs")
-def _lora_scoped(module, hook: HetCacheHook, decision, inputs, state, attention_kwargs=None):
+def _lora_scoped(module, hook: HetCacheHook, decision, inputs, state, step, attention_kwargs=None):
     # the LoRA scaling of the original forward (`attention_kwargs["scale"]`) around our compute
-    return hook._compute(module, decision, inputs, state)
+    return hook._compute(module, decision, inputs, state, step)
 
 
 def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats | None = None) -> HetCacheHook:

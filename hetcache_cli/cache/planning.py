@@ -101,7 +101,7 @@ class RunPlanner:
     def restart_run(self) -> None:
         """Same plan, fresh caches: a bare transformer starting its next run without `begin_run`."""
         old = self.run
-        self.run = replace(old, run_id=old.run_id + 1)
+        self.run = replace(old, run_id=old.run_id + 1, selection=None)
         if self.stats is not None:
             self.stats.reset()
 
@@ -156,7 +156,8 @@ class RunPlanner:
         if limit is not None and first > limit:
             options = [(run.method, bare)]
             if run.method == "hetcache" and config.on_cache_overflow == "teacache":
-                options += [("teacache", layout), ("teacache", bare)]
+                tea = replace(layout, forecast=forecast_for(config, "teacache"))
+                options += [("teacache", tea), ("teacache", replace(tea, text_kv=False))]
             fit = next(((m, lay) for m, lay in options if need(m, lay) <= limit), None)
             if fit is None and run.method == "hetcache":
                 raise CacheMemoryError(
@@ -297,7 +298,15 @@ def plan_layout(
                 "of activations): keeping them in host memory (cache_device: cuda forces the GPU)",
                 format_bytes(need), format_bytes(free), format_bytes(pending), format_bytes(reserve),
             )
-    return cache_layout(config.cache_dtype, model_dtype, host, text_kv)
+    return cache_layout(config.cache_dtype, model_dtype, host, text_kv, forecast_for(config, method))
+
+
+def forecast_for(config: HetCacheConfig, method: str | None = None) -> bool:
+    """Whether a run of `method` (default: the config's) keeps residual slopes: `auto` = hetcache only."""
+    method = method or config.method
+    if method == "none" or config.forecast == "none":
+        return False
+    return config.forecast == "linear" or method == "hetcache"
 
 
 def describe_run(

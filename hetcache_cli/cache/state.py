@@ -15,6 +15,7 @@ import torch
 from diffusers.hooks.hooks import BaseState
 
 from hetcache_cli.cache.flops import ModelDims
+from hetcache_cli.cache.forecast import ResidualForecast
 from hetcache_cli.cache.storage import FP8, CacheLayout, KVSlot, KVStore, cache_bytes
 from hetcache_cli.cache.tokens import TokenClasses
 from hetcache_cli.errors import InputError
@@ -30,10 +31,13 @@ def resolve_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
     return model_dtype if name == "auto" else _DTYPES[name]
 
 
-def cache_layout(name: str, model_dtype: torch.dtype, host: bool = False, text_kv: bool = False) -> CacheLayout:
-    """The layout of a `cache_dtype` setting: fp8 keeps the residual in the model's dtype."""
+def cache_layout(
+    name: str, model_dtype: torch.dtype, host: bool = False, text_kv: bool = False, forecast: bool = False
+) -> CacheLayout:
+    """The layout of a `cache_dtype` setting: fp8 keeps the residual (and its forecast slopes) in the model's dtype."""
     kv = resolve_cache_dtype(name, model_dtype) if isinstance(name, str) else name
-    return CacheLayout(kv_dtype=kv, residual_dtype=model_dtype if kv == FP8 else kv, host=host, text_kv=text_kv)
+    return CacheLayout(kv_dtype=kv, residual_dtype=model_dtype if kv == FP8 else kv, host=host, text_kv=text_kv,
+                       forecast=forecast)
 
 
 def cache_memory(
@@ -50,17 +54,18 @@ def cache_memory(
 
 def estimate_cache_memory(
     dims: ModelDims, n_tokens: int, branches: int, dtype: torch.dtype | str, method: str = "hetcache",
-    host: bool = False, text_kv: bool = False, model_dtype: torch.dtype | None = None,
+    host: bool = False, text_kv: bool = False, model_dtype: torch.dtype | None = None, forecast: bool = False,
 ) -> int:
     """Bytes of the caches of one run: per branch, K and V of every main and VACE layer plus the residual.
 
     `teacache` keeps the residual only, `none` nothing. `text_kv` adds the prompt's K/V per layer;
     `float8_e4m3fn` adds a scale per layer and head and keeps the residual in `model_dtype`; `host`
-    adds the two staging layers on the device.
+    adds the two staging layers on the device; a residual `forecast` adds its slopes (one more
+    residual-sized tensor) and a float32 and a bool per token.
     """
     dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     model_dtype = model_dtype or (torch.bfloat16 if dtype == FP8 else dtype)
-    layout = cache_layout(dtype, model_dtype, host, text_kv)
+    layout = cache_layout(dtype, model_dtype, host, text_kv, forecast)
     return cache_memory(dims, n_tokens, branches, layout, model_dtype, method)["total"]
 
 
@@ -89,6 +94,7 @@ class BranchState(BaseState):
         self.active: torch.Tensor | None = None  # [B, M] int64, sorted
         self.slot: torch.Tensor | None = None  # [B, N] int32 inverse of `active` (Triton merge)
         self.centroids: torch.Tensor | None = None  # [k, D] k-means warm start
+        self.forecast: ResidualForecast | None = None  # per-token residual slopes (cache/forecast.py)
 
     def ensure(
         self, layers: int, shape: tuple[int, int, int], layout: CacheLayout | torch.dtype, device: torch.device,
@@ -101,7 +107,9 @@ class BranchState(BaseState):
         residual = self.residual
         if residual is None or residual.shape != (B, N, D) or residual.dtype != layout.residual_dtype:
             self.residual = torch.zeros(B, N, D, dtype=layout.residual_dtype, device=device)
-            self.kv_buffer = self.kv = self.store = None
+            self.kv_buffer = self.kv = self.store = self.forecast = None
+        if layout.forecast and self.forecast is None:
+            self.forecast = ResidualForecast((B, N, D), layout.residual_dtype, device)
         if layers and self.kv_buffer is None:
             if layout.quantised or layout.host:
                 self.store = KVStore(layers, shape, layout, device, heads)
@@ -114,6 +122,7 @@ class BranchState(BaseState):
         """Bytes of the tensors this branch holds now: 'cache' (K/V, scales, residual, staging; 'host' of it
         in host memory) and 'text' (the prompt's K/V)."""
         tensors = [self.residual] + (self.store.tensors if self.store is not None else [self.kv_buffer])
+        tensors += self.forecast.tensors if self.forecast is not None else []
         cache = sum(t.numel() * t.element_size() for t in tensors if t is not None)
         text = sum(t.numel() * t.element_size() for t in self.text.tensors) if self.text is not None else 0
         on_host = self.store is not None and self.store.layout.host
@@ -135,6 +144,7 @@ class RunState:
     uniform_context: torch.Tensor | None = None  # [Cs] context subset when selection = uniform
     n_context_pick: int = 0
     layout: CacheLayout | None = None  # how the caches are kept (planned with the memory check)
+    selection: tuple | None = None  # (step, active [B, M], slot [B, N]): the active set all branches share
     rope: tuple | None = None  # rotary tables for `rope_key`
     rope_key: tuple | None = None
     memory_checked: bool = False

@@ -39,6 +39,7 @@ class CacheLayout:
     residual_dtype: torch.dtype
     host: bool = False
     text_kv: bool = False
+    forecast: bool = False  # per-token residual slopes (forecast.py), in the residual's dtype
 
     @property
     def quantised(self) -> bool:
@@ -50,6 +51,7 @@ class CacheLayout:
             "residual_dtype": str(self.residual_dtype).removeprefix("torch."),
             "kv_device": "host" if self.host else "device",
             "text_kv": self.text_kv,
+            "forecast": self.forecast,
         }
 
 
@@ -62,7 +64,7 @@ def cache_bytes(
     model_dtype: torch.dtype, batch: int = 1, text_layers: int | None = None,
 ) -> dict:
     """Bytes of the caches of one run, as allocated: each part, 'cache' (the step caches: K/V, scales,
-    residual, staging), 'text' (the prompt's K/V), 'device', 'host' and 'total'.
+    residual, forecast slopes, staging), 'text' (the prompt's K/V), 'device', 'host' and 'total'.
 
     Per branch: K/V of `layers` layers (`layers` = 0 keeps the residual only, as teacache does),
     fp8 scales, the whole-stack residual, the host layout's two staging layers, and the prompt's
@@ -75,6 +77,8 @@ def cache_bytes(
         "scales": layers * 2 * heads * 4 if (layers and layout.quantised) else 0,
         "residual": rows * itemsize(layout.residual_dtype),
         "staging": 2 * 2 * rows * itemsize(layout.kv_dtype) if (layers and layout.host) else 0,
+        # slopes [B, N, D] + the time of each token's last computed value (float32) and a seen flag (bool)
+        "forecast": rows * itemsize(layout.residual_dtype) + n_tokens * 5 if layout.forecast else 0,
         "text_kv": (2 * text_layers + 1) * batch * text_len * dim * itemsize(model_dtype) if layout.text_kv else 0,
     }
     parts = {k: branches * v for k, v in parts.items()}

@@ -123,7 +123,9 @@ def test_guidance_branches_keep_separate_caches(transformer, schedule):
 def test_active_set_holds_every_generative_token(transformer):
     for selection in ("attention", "uniform"):
         with torch.no_grad():
-            handle = apply_hetcache(transformer, HetCacheConfig(schedule="F", selection=selection, context_ratio=0.25))
+            handle = apply_hetcache(
+                transformer, HetCacheConfig(schedule="F", selection=selection, margin_ratio=1.0, context_ratio=0.25)
+            )
             call(transformer, "cond", make_inputs(transformer, 5))
         state = handle.state_manager._state_cache["cond"]
         classes = handle.run.classes

@@ -1,0 +1,143 @@
+"""The residual forecast (cache/forecast.py) and the active set shared by the guidance branches."""
+
+import pytest
+import torch
+
+from hetcache_cli.cache import HetCacheConfig, StepStats, apply_hetcache, estimate_cache_memory, remove_hetcache
+from hetcache_cli.cache.flops import ModelDims
+from hetcache_cli.cache.forecast import ResidualForecast
+
+from test_engine import call, make_inputs
+
+
+def _linear(a, b, t):
+    return a + b * (t / 1000.0)
+
+
+def test_forecast_is_exact_on_linear_residual_trajectories():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 6, 4, generator=g), torch.randn(1, 6, 4, generator=g)
+    residual = torch.zeros(1, 6, 4)
+    fc = ResidualForecast((1, 6, 4), torch.float32, torch.device("cpu"))
+    for t in (900.0, 820.0):  # two FULL steps, unevenly spaced like a flow-matching schedule
+        new = _linear(a, b, t)
+        fc.record_all(residual, new, t)
+        residual.copy_(new)
+    for t in (700.0, 500.0, 50.0):
+        torch.testing.assert_close(fc.predict(residual, t), _linear(a, b, t), rtol=1e-5, atol=1e-5)
+
+
+def test_partial_rows_are_re_anchored_and_keep_the_slope_of_full_steps():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(1, 5, 3, generator=g), torch.randn(1, 5, 3, generator=g)
+    residual = torch.zeros(1, 5, 3)
+    fc = ResidualForecast((1, 5, 3), torch.float32, torch.device("cpu"))
+    first = _linear(a, b, 950.0)
+    fc.record_all(residual, first, 950.0)
+    residual.copy_(first)
+    torch.testing.assert_close(fc.predict(residual, 600.0), first)  # one value: no slope, the plain cache
+    second = _linear(a, b, 850.0)
+    fc.record_all(residual, second, 850.0)
+    residual.copy_(second)
+    # a PARTIAL step at 800 recomputes rows 1 and 3; row 3's value is off the line by `bump`
+    bump = torch.full((1, 3), 0.5)
+    rows = _linear(a, b, 800.0)[:, [1, 3]]
+    rows[:, 1] += bump
+    fc.record_rows(torch.tensor([[1, 3]]), 800.0)
+    residual[:, [1, 3]] = rows
+    got = fc.predict(residual, 400.0)
+    expected = _linear(a, b, 400.0)
+    torch.testing.assert_close(got[:, [0, 1, 2, 4]], expected[:, [0, 1, 2, 4]], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[:, 3], expected[:, 3] + bump, rtol=1e-5, atol=1e-5)  # re-anchored, same slope
+    # the next FULL step measures row 3's slope from its anchor at 800
+    third = _linear(a, b, 700.0)
+    fc.record_all(residual, third, 700.0)
+    torch.testing.assert_close(fc.slope[:, 3], b[:, 3] + bump / 0.1, rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture
+def transformer(pipe):
+    t = pipe.transformer
+    yield t
+    remove_hetcache(t)
+
+
+def test_reuse_step_takes_the_forecast_residual(transformer):
+    seen = {}
+    hooks = [
+        transformer.patch_embedding.register_forward_hook(
+            lambda m, i, o: seen.__setitem__("x", o.flatten(2).transpose(1, 2))
+        ),
+        transformer.norm_out.register_forward_hook(lambda m, i, o: seen.__setitem__("head_in", i[0])),
+    ]
+    times = (900.0, 800.0, 600.0)
+    try:
+        with torch.no_grad():
+            handle = apply_hetcache(transformer, HetCacheConfig(schedule="FFR", forecast="linear"))
+            state = None
+            residuals = []
+            for step, t in enumerate(times[:2]):
+                call(transformer, "cond", make_inputs(transformer, step, t))
+                state = handle.state_manager._state_cache["cond"]
+                residuals.append(state.residual.clone())
+            call(transformer, "cond", make_inputs(transformer, 2, times[2]))
+    finally:
+        for h in hooks:
+            h.remove()
+    r0, r1 = residuals
+    slope = (r1 - r0) / ((times[1] - times[0]) / 1000.0)
+    expected = seen["x"] + r1 + slope * ((times[2] - times[1]) / 1000.0)
+    torch.testing.assert_close(seen["head_in"], expected.float(), rtol=1e-5, atol=1e-5)
+    assert slope.abs().max() > 1e-3  # the two FULL steps differ: the forecast is not the plain cache
+
+
+def test_forecast_keeps_the_identities(transformer):
+    # A = every token on a PARTIAL step is still the FULL result, forecast or not
+    first, second = make_inputs(transformer, 0, 900.0), make_inputs(transformer, 1, 700.0)
+    with torch.no_grad():
+        expected = transformer(**second)[0]
+        apply_hetcache(transformer, HetCacheConfig(schedule="FP", margin_ratio=1.0, context_ratio=1.0, forecast="linear"))
+        call(transformer, "cond", first)
+        got = call(transformer, "cond", second)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_forecast_auto_is_on_for_hetcache_and_off_for_teacache(transformer):
+    with torch.no_grad():
+        for method, on in (("hetcache", True), ("teacache", False)):
+            handle = apply_hetcache(transformer, HetCacheConfig(method=method, schedule="F"))
+            call(transformer, "cond", make_inputs(transformer, 0))
+            state = handle.state_manager._state_cache["cond"]
+            assert (state.forecast is not None) == on, method
+            remove_hetcache(transformer)
+
+
+def test_forecast_memory_is_one_more_residual_per_branch():
+    dims = ModelDims(dim=1536, ffn_dim=8960, num_layers=30, num_vace_layers=15, num_heads=12)
+    plain = estimate_cache_memory(dims, 14040, 2, torch.bfloat16)
+    with_forecast = estimate_cache_memory(dims, 14040, 2, torch.bfloat16, forecast=True)
+    assert with_forecast - plain == 2 * 14040 * (1536 * 2 + 5)  # slopes in bf16 + t_last (fp32) + seen (bool)
+
+
+def test_guidance_branches_share_one_active_set(transformer):
+    cond, uncond = make_inputs(transformer, 4), make_inputs(transformer, 4)
+    uncond["encoder_hidden_states"] = torch.randn(1, 16, transformer.config.text_dim,
+                                                  generator=torch.Generator().manual_seed(9))
+    stats = StepStats()
+    with torch.no_grad():
+        handle = apply_hetcache(transformer, HetCacheConfig(schedule="FP", context_ratio=0.25, kmeans_clusters=2), stats)
+        call(transformer, "cond", cond)
+        call(transformer, "uncond", uncond)
+        states = handle.state_manager._state_cache
+        shared = states["cond"].active.clone()
+        assert torch.equal(states["uncond"].active, shared)
+        call(transformer, "cond", cond)
+        call(transformer, "uncond", uncond)
+    assert [r.tokens.computed for r in stats.records[2:]] == [handle.n_active] * 2
+    # the uncond branch's own attention would have picked other context tokens: the sharing is real
+    remove_hetcache(transformer)
+    with torch.no_grad():
+        alone = apply_hetcache(transformer, HetCacheConfig(schedule="F", context_ratio=0.25, kmeans_clusters=2))
+        call(transformer, "uncond", uncond)
+    own = alone.state_manager._state_cache["uncond"].active
+    assert not torch.equal(own, shared)
