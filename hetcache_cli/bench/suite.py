@@ -1,0 +1,183 @@
+"""The fidelity suite: every clip x guidance, a threshold sweep of teacache and hetcache, their fronts.
+
+For each clip of `clips.suite_clips()` and each guidance scale, one uncached run (the
+reference), then every setting of `sweep()` and the three presets, all with the same seed on
+the same pipeline (`runner.ClipRunner`: conditioning encoded once, latents decoded in
+batches). Each run gives a point: FLOPs cut (analytic, from the per-step records) and PSNR
+inside the mask, in the margin band and in the background against the reference, before
+paste-back. A method's front is the Pareto set of its sweep points (`fronts.py`).
+
+Acceptance (issue 19), per clip and guidance: hetcache's in-mask front at or above
+teacache's at every cut in [1.5, 4] (interpolated), and the `balanced` preset's background
+PSNR at or above teacache's background front at balanced's cut; on the suite's median clip
+(median of balanced's in-mask PSNR over clips x guidances) balanced keeps >= 40 dB at >= 2.5x.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+
+from hetcache_cli.bench.clips import SuiteClip, suite_clips
+from hetcache_cli.bench.fronts import front_at, front_margin, pareto_front
+from hetcache_cli.bench.runner import ClipRunner, RunResult, shared_conditioning
+from hetcache_cli.cache.config import PRESETS, HetCacheConfig, build_config
+from hetcache_cli.cache.tokens import count_tokens
+
+logger = logging.getLogger(__name__)
+
+GUIDANCES = (1.0, 5.0)
+CUT_RANGE = (1.5, 4.0)
+MEDIAN_TARGET = {"psnr_inside": 40.0, "cut": 2.5}
+
+# Thresholds are fractions of the run's total modulation change (cache/schedule.py). TeaCache as
+# published: one warm-up step, no cap on consecutive reuse, its residual held (no forecast).
+TEACACHE_THRESHOLDS = (0.02, 0.04, 0.07, 0.11, 0.17)
+# The same step-only reuse with the residual forecast: the reference that tells whether PARTIAL
+# steps earn their FLOPs beyond what the forecast alone gives.
+FORECAST_REUSE_THRESHOLDS = (0.04, 0.07, 0.11, 0.17)
+# HetCache: FULL steps where teacache at `full_threshold` has them, PARTIAL steps between them once
+# half that change has accumulated (REUSE before). Every point has PARTIAL steps.
+HETCACHE_SWEEP = (
+    dict(full_threshold=0.03, reuse_threshold=0.015, margin_ratio=1.0, context_ratio=0.1),
+    dict(full_threshold=0.05, reuse_threshold=0.025, margin_ratio=1.0, context_ratio=0.1),
+    dict(full_threshold=0.08, reuse_threshold=0.04),
+    dict(full_threshold=0.11, reuse_threshold=0.055),
+    dict(full_threshold=0.16, reuse_threshold=0.08),
+    dict(full_threshold=0.22, reuse_threshold=0.11),
+)
+BASE = dict(warmup_steps=1, max_partial_run=100)  # the presets' step rules; token sets default to balanced's
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str  # "teacache" | "forecast-reuse" | "hetcache"
+    label: str
+    config: HetCacheConfig
+    preset: str | None = None
+
+
+def sweep(forecast_reference: bool = True) -> list[Setting]:
+    out = []
+    for t in TEACACHE_THRESHOLDS:
+        cfg = HetCacheConfig(method="teacache", reuse_threshold=t, full_threshold=t, forecast="none", **BASE)
+        out.append(Setting("teacache", f"teacache T={t:g}", cfg))
+    for t in FORECAST_REUSE_THRESHOLDS if forecast_reference else ():
+        cfg = HetCacheConfig(method="teacache", reuse_threshold=t, full_threshold=t, forecast="linear", **BASE)
+        out.append(Setting("forecast-reuse", f"teacache+forecast T={t:g}", cfg))
+    for values in HETCACHE_SWEEP:
+        cfg = HetCacheConfig(method="hetcache", **{**BASE, **values})
+        label = "hetcache " + " ".join(f"{_short(k)}={v:g}" for k, v in values.items())
+        out.append(Setting("hetcache", label, cfg))
+    return out
+
+
+def preset_settings() -> list[Setting]:
+    return [Setting("hetcache", f"hetcache:{p}", build_config(preset=p), preset=p) for p in PRESETS]
+
+
+def _same(a: HetCacheConfig, b: HetCacheConfig) -> bool:
+    return {**a.to_dict(), "preset": None} == {**b.to_dict(), "preset": None}
+
+
+def _short(key: str) -> str:
+    return {"full_threshold": "full", "reuse_threshold": "reuse", "margin_ratio": "margin",
+            "context_ratio": "context"}.get(key, key)
+
+
+def _point(setting: Setting, result: RunResult, quality: dict) -> dict:
+    return {
+        "method": setting.method,
+        "label": setting.label,
+        "preset": setting.preset,
+        "schedule": result.summary["schedule"],
+        "decisions": result.summary["decisions"],
+        "flops_cut": result.flops_cut,
+        "psnr": quality,
+    }
+
+
+def front_of(points: list[dict], method: str, region: str) -> list[tuple[float, float]]:
+    return pareto_front((p["flops_cut"], p["psnr"][region]) for p in points if p["method"] == method)
+
+
+def run_clip(pipe, clip: SuiteClip, guidance: float, steps: int, settings: list[Setting],
+             progress=None) -> dict:
+    """Every setting on one clip at one guidance; points and fronts."""
+    runner = ClipRunner(pipe, clip, steps=steps)
+    reference = runner.run(HetCacheConfig(method="none"), guidance)
+    results: list[RunResult] = []
+    for i, setting in enumerate(settings):
+        if progress is not None:
+            progress(f"{clip.name} g={guidance:g}: {setting.label}", i, len(settings))
+        # a preset that equals a sweep setting is the same run: reuse its result
+        twin = next((r for s, r in zip(settings, results) if _same(s.config, setting.config)), None)
+        results.append(twin if twin is not None else runner.run(setting.config, guidance))
+    runner.decode([reference] + results)
+    points = [_point(s, r, runner.score(r, reference)) for s, r in zip(settings, results)]
+    tokens = count_tokens(_tensor(clip.mask), 1, True, 1.0, 0.1)
+    return {"clip": clip.name, "description": clip.description, "guidance": guidance,
+            "mask_fraction": clip.mask_fraction, "moving_mask": clip.moving_mask,
+            "frames": int(clip.frames.shape[0]), "height": int(clip.frames.shape[1]),
+            "width": int(clip.frames.shape[2]), "tokens": tokens, "points": points,
+            "checks": check_clip(points)}
+
+
+def _tensor(mask):
+    import torch
+
+    return torch.from_numpy(mask)
+
+
+def check_clip(points: list[dict]) -> dict:
+    """The per-clip acceptance checks: front lead over teacache on CUT_RANGE, balanced's background."""
+    lo, hi = CUT_RANGE
+    sweep_points = [p for p in points if p["preset"] is None]
+    het_in, tea_in = front_of(sweep_points, "hetcache", "inside"), front_of(sweep_points, "teacache", "inside")
+    lead, at = front_margin(het_in, tea_in, lo, hi)
+    tea_bg = front_of(sweep_points, "teacache", "background")
+    balanced = next((p for p in points if p["preset"] == "balanced"), None)
+    bg_lead = None
+    if balanced is not None:
+        tea_at = front_at(tea_bg, balanced["flops_cut"])
+        bg_lead = None if tea_at is None else balanced["psnr"]["background"] - tea_at
+    return {"front_lead_db": lead, "front_lead_at_cut": at, "front_ok": lead is not None and lead >= 0,
+            "balanced_bg_lead_db": bg_lead, "balanced_bg_ok": bg_lead is not None and bg_lead >= 0}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Acceptance over the whole suite, including the median-clip check of the balanced preset."""
+    balanced = [(next(p for p in r["points"] if p["preset"] == "balanced"), r) for r in rows]
+    ranked = sorted(balanced, key=lambda pr: pr[0]["psnr"]["inside"])
+    median_point, median_row = ranked[(len(ranked) - 1) // 2]  # the lower median for an even count
+    psnr_median = statistics.median(p["psnr"]["inside"] for p, _ in balanced)
+    cut_median = statistics.median(p["flops_cut"] for p, _ in balanced)
+    median_ok = (median_point["psnr"]["inside"] >= MEDIAN_TARGET["psnr_inside"]
+                 and median_point["flops_cut"] >= MEDIAN_TARGET["cut"])
+    return {
+        "front_ok": all(r["checks"]["front_ok"] for r in rows),
+        "balanced_bg_ok": all(r["checks"]["balanced_bg_ok"] for r in rows),
+        "median_clip": f"{median_row['clip']} g={median_row['guidance']:g}",
+        "median_clip_balanced": {"psnr_inside": median_point["psnr"]["inside"], "flops_cut": median_point["flops_cut"]},
+        "balanced_median_psnr_inside": psnr_median,
+        "balanced_median_cut": cut_median,
+        "median_ok": median_ok,
+    }
+
+
+def run_suite(pipe, clips: list[SuiteClip] | None = None, guidances=GUIDANCES, steps: int = 30,
+              forecast_reference: bool = True, progress=None) -> dict:
+    """The whole suite on a loaded pipeline (the embedded model for the documented numbers)."""
+    clips = clips if clips is not None else suite_clips()
+    settings = sweep(forecast_reference) + preset_settings()
+    start = time.perf_counter()
+    rows = []
+    with shared_conditioning(pipe):
+        for clip in clips:
+            for guidance in guidances:
+                rows.append(run_clip(pipe, clip, guidance, steps, settings, progress))
+    return {"steps": steps, "guidances": list(guidances), "cut_range": list(CUT_RANGE),
+            "sweep": [{"method": s.method, "label": s.label} for s in settings],
+            "rows": rows, "summary": summarise(rows), "wall_s": time.perf_counter() - start}

@@ -1,0 +1,80 @@
+"""The HetCache fidelity suite: quality/FLOPs fronts of teacache and hetcache on every suite clip.
+
+    nice -n 10 python scripts/fidelity_suite.py                      # all clips, guidance 1 and 5
+    python scripts/fidelity_suite.py --clips photo-pan-large --guidance 5 --out suite_pan
+    python scripts/fidelity_suite.py --check                          # exit 1 if an acceptance check fails
+
+Clips are generated in code (`hetcache_cli/bench/clips.py`; photographs from scikit-image:
+`pip install -e '.[suite]'`). Every clip runs uncached and with each setting of the sweep
+(`hetcache_cli/bench/suite.py`) on the embedded model (or `--model`), same seed; PSNR of the
+decoded output before paste-back against the uncached run, FLOPs from the per-step records.
+Writes OUT/suite.md and OUT/suite.json and prints the Markdown. Deterministic: the numbers do
+not depend on the machine's load (the wall time does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", default=None, help="comma list of clip names (default: all)")
+    parser.add_argument("--guidance", default="1,5", help="comma list of guidance scales (default: 1,5)")
+    parser.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
+    parser.add_argument("--model", default=None, help="diffusers Wan-VACE folder (default: the embedded model)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument("--out", type=Path, default=Path("fidelity_suite"), help="output folder")
+    parser.add_argument("--no-forecast-reference", action="store_true",
+                        help="skip the teacache+forecast sweep (faster; the acceptance does not use it)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when an acceptance check is not met")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from hetcache_cli.bench.clips import suite_clips
+    from hetcache_cli.bench.suite import run_suite
+    from hetcache_cli.bench.suite_report import markdown, write_report
+    from hetcache_cli.pipeline.model import load_pipeline, resolve_device, resolve_model
+
+    torch.set_num_threads(args.threads)
+    clips = suite_clips()
+    if args.clips:
+        wanted = [c.strip() for c in args.clips.split(",") if c.strip()]
+        names = [c.name for c in clips]
+        unknown = [w for w in wanted if w not in names]
+        if unknown:
+            print(f"error: unknown clip(s) {unknown}; choose from {', '.join(names)}", file=sys.stderr)
+            return 2
+        clips = [c for c in clips if c.name in wanted]
+    try:
+        guidances = [float(g) for g in args.guidance.split(",") if g.strip()]
+    except ValueError:
+        print(f"error: --guidance {args.guidance!r} is not a comma list of numbers, e.g. 1,5", file=sys.stderr)
+        return 2
+    ref = resolve_model(args.model)
+    pipe = load_pipeline(ref, resolve_device("cpu"), torch.float32)
+    started = time.perf_counter()
+
+    def progress(label: str, i: int, total: int) -> None:
+        if not args.quiet:
+            print(f"[{time.perf_counter() - started:6.0f} s] {label} ({i + 1}/{total})", file=sys.stderr, flush=True)
+
+    report = run_suite(pipe, clips, guidances, args.steps, not args.no_forecast_reference, progress)
+    report["model"] = ref.name
+    paths = write_report(report, args.out)
+    print(markdown(report))
+    print(f"wrote {paths['markdown']} and {paths['json']}", file=sys.stderr)
+    s = report["summary"]
+    ok = s["front_ok"] and s["balanced_bg_ok"] and s["median_ok"]
+    return 1 if (args.check and not ok) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The fidelity suite's pieces: fronts, acceptance checks, clips, and the runner on a tiny pipeline."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hetcache_cli.bench.clips import SuiteClip, suite_clips
+from hetcache_cli.bench.fronts import front_at, front_margin, pareto_front
+from hetcache_cli.bench.suite import Setting, check_clip, run_clip, summarise
+from hetcache_cli.cache import HetCacheConfig
+
+
+def test_pareto_front_drops_dominated_points_and_sorts_by_cut():
+    points = [(1.0, 60.0), (2.0, 50.0), (1.5, 45.0), (3.0, 40.0), (2.5, 50.0), (4.0, 30.0)]
+    assert pareto_front(points) == [(1.0, 60.0), (2.5, 50.0), (3.0, 40.0), (4.0, 30.0)]
+    # the slowest point is dominated: the front still starts at its cut, at the better quality
+    assert pareto_front([(1.3, 54.0), (1.6, 56.0), (3.0, 45.0)]) == [(1.3, 56.0), (1.6, 56.0), (3.0, 45.0)]
+
+
+def test_front_is_read_by_linear_interpolation_and_not_outside_its_cuts():
+    front = [(1.0, 60.0), (2.0, 50.0), (4.0, 30.0)]
+    assert front_at(front, 1.5) == pytest.approx(55.0)
+    assert front_at(front, 3.0) == pytest.approx(40.0)
+    assert front_at(front, 4.0) == pytest.approx(30.0)
+    assert front_at(front, 0.9) is None and front_at(front, 4.1) is None
+
+
+def test_front_margin_is_the_smallest_lead_and_needs_coverage():
+    better = [(1.0, 60.0), (4.0, 42.0)]
+    other = [(1.0, 55.0), (3.0, 41.0), (4.0, 40.0)]
+    lead, at = front_margin(better, other, 1.5, 4.0)
+    # better at 3x: 60 - 18 * 2 / 3 = 48; other: 41 -> the smallest lead is 2 dB at 4x
+    assert lead == pytest.approx(2.0) and at == pytest.approx(4.0)
+    assert front_margin(better, [(2.0, 50.0), (4.0, 40.0)], 1.5, 4.0)[0] is None  # other starts at 2x
+
+
+def _p(method, cut, inside, background, preset=None):
+    return {"method": method, "preset": preset, "flops_cut": cut, "label": f"{method} {cut}",
+            "schedule": "F", "decisions": {"full": 1, "partial": 0, "reuse": 0},
+            "psnr": {"inside": inside, "margin": inside, "background": background, "all": inside}}
+
+
+def test_clip_checks_compare_fronts_and_balanced_background():
+    points = [_p("teacache", 1.2, 55, 70), _p("teacache", 4.5, 35, 50),
+              _p("hetcache", 1.4, 65, 72), _p("hetcache", 4.2, 45, 51),
+              _p("hetcache", 3.0, 50, 62, preset="balanced")]
+    checks = check_clip(points)
+    assert checks["front_ok"] and checks["front_lead_db"] > 0
+    # teacache's background at 3x: 70 - 20 * 1.8 / 3.3 = 59.1 -> balanced leads by 2.9 dB
+    assert checks["balanced_bg_lead_db"] == pytest.approx(62 - (70 - 20 * 1.8 / 3.3))
+    worse = points[:4] + [_p("hetcache", 3.0, 50, 55, preset="balanced")]
+    assert not check_clip(worse)["balanced_bg_ok"]
+    rows = [{"clip": "a", "guidance": 1.0, "points": points, "checks": checks}]
+    summary = summarise(rows)
+    assert summary["median_ok"] and summary["median_clip"] == "a g=1"
+
+
+def test_suite_clips_cover_the_cases_and_are_deterministic():
+    clips = suite_clips(frames=9, height=64, width=80)
+    again = suite_clips(frames=9, height=64, width=80)
+    assert [c.name for c in clips] == ["shapes-path", "shapes-track", "photo-pan-large", "photo-zoom-moving"]
+    for c, d in zip(clips, again):
+        assert c.frames.shape == (9, 64, 80, 3) and c.frames.dtype == np.uint8
+        assert c.mask.shape == (9, 64, 80) and c.mask.dtype == bool
+        assert np.array_equal(c.frames, d.frames) and np.array_equal(c.mask, d.mask)
+        assert 0 < c.mask_fraction < 0.5
+        assert (c.frames[0] != c.frames[-1]).any()  # the camera or the object moves
+    assert {c.moving_mask for c in clips} == {True, False}
+    fractions = [c.mask_fraction for c in clips]
+    assert min(fractions) < 0.06 and max(fractions) > 0.25  # small and large masks
+
+
+def test_run_clip_scores_against_uncached_and_reuses_the_conditioning(tiny_model_dir):
+    from hetcache_cli.pipeline.model import ModelRef, load_pipeline
+
+    pipe = load_pipeline(ModelRef("tiny", tiny_model_dir), torch.device("cpu"), torch.float32)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    mask = np.zeros((5, 32, 48), bool)
+    mask[:, 8:24, 8:20] = True
+    clip = SuiteClip("tiny", "random frames", frames, mask, "a red ball")
+    encodes = []
+    original = pipe.prepare_video_latents
+    pipe.prepare_video_latents = lambda *a, **k: encodes.append(1) or original(*a, **k)
+    settings = [Setting("teacache", "same as uncached", HetCacheConfig(method="teacache", schedule="FFFF")),
+                Setting("hetcache", "cached", HetCacheConfig(schedule="FRPF")),
+                Setting("hetcache", "hetcache:balanced", HetCacheConfig(schedule="FRPF"), preset="balanced")]
+    from hetcache_cli.bench.runner import shared_conditioning
+
+    torch.set_num_threads(1)
+    with shared_conditioning(pipe):
+        row = run_clip(pipe, clip, 1.0, 4, settings)
+    del pipe.prepare_video_latents
+    assert len(encodes) == 1  # one VAE encode for all four runs
+    same, cached, preset = row["points"]
+    assert same["flops_cut"] == pytest.approx(1.0) and same["psnr"]["inside"] == 100.0
+    assert cached["flops_cut"] > 1.3 and cached["schedule"] == "FRPF"
+    assert math.isfinite(cached["psnr"]["background"]) and cached["psnr"]["inside"] < 100.0
+    assert preset["psnr"] == cached["psnr"]  # the same setting is one run
