@@ -15,10 +15,12 @@ input latents from the uncached trajectory.
 
 Variants: the engine before issue 19 (each guidance branch chose its own context tokens, no
 forecast, the old balanced preset) and each fix added in turn; then on today's balanced
-preset one change at a time: no forecast, slopes also taken from PARTIAL rows, no margin or
-context tokens, uniform context selection, PARTIAL/FULL placed by the modulation's curvature
-instead of its change, and the step-only references (teacache with the same FULL threshold,
-with and without the forecast).
+preset one change at a time: no forecast, the residual forecast without the K/V forecast,
+slopes also taken from PARTIAL rows, no margin or context tokens, uniform context selection,
+PARTIAL/FULL placed by the modulation's curvature instead of its change, an oracle whose
+PARTIAL steps see this step's exact K/V of every token (residual forecast only: what the stale
+K/V cost), and the step-only references (teacache with the same FULL threshold, with and
+without the residual forecast).
 """
 
 from __future__ import annotations
@@ -49,6 +51,31 @@ def slopes_from_partial_rows():
         inv = (1.0 / gap).where(seen & (gap.abs() > 1e-9), gap.new_zeros(()))
         fc.slope[:, rows] = ((state.residual[:, rows] - old) * inv[None, :, None]).to(fc.slope.dtype)
         return out
+
+    engine.forward_partial = forward_partial
+    try:
+        yield
+    finally:
+        engine.forward_partial = original
+
+
+@contextlib.contextmanager
+def fresh_context_kv():
+    """Oracle: before each PARTIAL step, every layer's K/V cache is refreshed with this step's exact values.
+
+    A diagnostic only (it costs a FULL step): the active rows then attend to current K/V instead of
+    those of the last FULL step, which isolates what the stale K/V of the inactive tokens cost.
+    """
+    from hetcache_cli.cache import engine
+    from hetcache_cli.cache.blocks import run_stack
+
+    original = engine.forward_partial
+
+    def forward_partial(module, inputs, rope, state, use_triton=None, timestep=None):
+        emb = engine.embed(module, inputs, text_kv=state.text)
+        control = engine.embed_control(module, inputs, emb.x.size(1))
+        run_stack(module, emb.x, control, emb.text, emb.tproj, rope, emb.scales, state.kv, None, use_triton=use_triton)
+        return original(module, inputs, rope, state, use_triton, timestep)
 
     engine.forward_partial = forward_partial
     try:
@@ -90,16 +117,22 @@ def variants(pipe, steps: int):
         ("old", "before: old balanced, per-branch context, no forecast",
          HetCacheConfig(**OLD_BALANCED, forecast="none"), dict(per_branch=True)),
         ("old+shared", "old balanced + one active set for both branches", HetCacheConfig(**OLD_BALANCED, forecast="none"), {}),
-        ("old+shared+forecast", "old balanced + shared set + forecast", HetCacheConfig(**OLD_BALANCED, forecast="linear"), {}),
+        ("old+shared+forecast", "old balanced + shared set + residual forecast",
+         HetCacheConfig(**OLD_BALANCED, forecast="residual"), {}),
+        ("old+shared+kv", "old balanced + shared set + residual and K/V forecast",
+         HetCacheConfig(**OLD_BALANCED, forecast="linear"), {}),
         ("new-noforecast", "balanced, no forecast", het(forecast="none"), {}),
+        ("new-residual", "balanced, residual forecast only (stale K/V on PARTIAL steps)", het(forecast="residual"), {}),
         ("new-partialslopes", "balanced, slopes also from PARTIAL rows", het(), dict(partial_slopes=True)),
         ("new", "balanced (today's engine and preset)", het(), {}),
+        ("new-freshkv", "balanced, residual forecast, oracle: exact K/V of all tokens on PARTIAL steps",
+         het(forecast="residual"), dict(fresh_kv=True)),
         ("new-genonly", "balanced, no margin or context tokens", het(margin_ratio=0.0, context_ratio=0.0), {}),
         ("new-uniform", "balanced, uniform context selection", het(selection="uniform"), {}),
         ("new-curvature", "balanced, schedule from the modulation's curvature",
          het(schedule=curvature_schedule(pipe, steps, het())), {}),
         ("teacache", f"teacache T={full_t:g} (same FULL threshold, no PARTIAL)", HetCacheConfig(**tea, forecast="none"), {}),
-        ("teacache+forecast", f"teacache T={full_t:g} + forecast", HetCacheConfig(**tea, forecast="linear"), {}),
+        ("teacache+forecast", f"teacache T={full_t:g} + forecast", HetCacheConfig(**tea, forecast="residual"), {}),
     ]
 
 
@@ -147,7 +180,8 @@ def main(argv=None) -> int:
         for key, label, config, opts in chosen:
             print(f"running {key} ...", file=sys.stderr, flush=True)
             recorder = ShadowRecorder(per_branch_selection=opts.get("per_branch", False))
-            patch = slopes_from_partial_rows() if opts.get("partial_slopes") else contextlib.nullcontext()
+            patch = (slopes_from_partial_rows() if opts.get("partial_slopes")
+                     else fresh_context_kv() if opts.get("fresh_kv") else contextlib.nullcontext())
             with patch:
                 result = runner.run(config, args.guidance, recorder)
             rows = step_rows(recorder.records, args.guidance, ref_rec.records, recorder.patch)
@@ -174,8 +208,9 @@ def main(argv=None) -> int:
         if key not in args.steps_table.split(","):
             continue
         print(f"\n## per step: {key} ({label})\n")
-        cols = [c for c in rows[0] if c not in ("step", "decision")]
-        cols += [c for row in rows for c in row if c not in cols and c not in ("step", "decision")]
+        cols = []
+        for row in rows:
+            cols += [c for c in row if c not in cols and c not in ("step", "decision")]
         print("| step | decision | " + " | ".join(cols) + " |")
         print("|---|---|" + "---|" * len(cols))
         for row in rows:

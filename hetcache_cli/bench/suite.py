@@ -41,6 +41,7 @@ FORECAST_REUSE_THRESHOLDS = (0.04, 0.07, 0.11, 0.17)
 # HetCache: FULL steps where teacache at `full_threshold` has them, PARTIAL steps between them once
 # half that change has accumulated (REUSE before). Every point has PARTIAL steps.
 HETCACHE_SWEEP = (
+    dict(full_threshold=0.02, reuse_threshold=0.01, margin_ratio=1.0, context_ratio=0.1),
     dict(full_threshold=0.03, reuse_threshold=0.015, margin_ratio=1.0, context_ratio=0.1),
     dict(full_threshold=0.05, reuse_threshold=0.025, margin_ratio=1.0, context_ratio=0.1),
     dict(full_threshold=0.08, reuse_threshold=0.04),
@@ -65,7 +66,7 @@ def sweep(forecast_reference: bool = True) -> list[Setting]:
         cfg = HetCacheConfig(method="teacache", reuse_threshold=t, full_threshold=t, forecast="none", **BASE)
         out.append(Setting("teacache", f"teacache T={t:g}", cfg))
     for t in FORECAST_REUSE_THRESHOLDS if forecast_reference else ():
-        cfg = HetCacheConfig(method="teacache", reuse_threshold=t, full_threshold=t, forecast="linear", **BASE)
+        cfg = HetCacheConfig(method="teacache", reuse_threshold=t, full_threshold=t, forecast="residual", **BASE)
         out.append(Setting("forecast-reuse", f"teacache+forecast T={t:g}", cfg))
     for values in HETCACHE_SWEEP:
         cfg = HetCacheConfig(method="hetcache", **{**BASE, **values})

@@ -17,7 +17,7 @@ SELECTIONS = ("attention", "uniform")
 CACHE_DTYPES = ("auto", "float32", "float16", "bfloat16", "float8_e4m3fn")
 CACHE_DEVICES = ("auto", "cuda", "cpu")
 ON_OVERFLOW = ("error", "teacache")
-FORECASTS = ("auto", "none", "linear")
+FORECASTS = ("auto", "none", "residual", "linear")
 SCHEDULE_LETTERS = "FPR"
 
 
@@ -68,9 +68,11 @@ class HetCacheConfig:
             k-means iterations per FULL step (warm-started from the previous centroids).
         forecast (`str`, defaults to `"auto"`):
             What a token that is not computed takes as its residual: `none` the cached one (from its last
-            computed step), `linear` that residual extrapolated along the line through its last two computed
-            values (per token, against the timestep; exact for residuals linear in t). Costs one more residual-
-            sized tensor per branch. `auto` = `linear` for `hetcache`, `none` for `teacache` (the classic baseline).
+            computed step); `residual` that residual extrapolated along the line through its last two computed
+            values (per token, against the timestep; exact for residuals linear in t; one more residual-sized
+            tensor per branch); `linear` that, and PARTIAL steps attend to each layer's K/V extrapolated from the
+            last two FULL steps (float K/V on the device only: one more K/V cache per branch). `auto` = `linear`
+            for `hetcache`, `none` for `teacache` (the classic baseline).
         cache_dtype (`str`, defaults to `"auto"`):
             Dtype of the per-layer K/V and residual caches; `auto` uses the transformer's dtype. `float8_e4m3fn`
             stores K/V in 8 bits with one scale per layer and head (dequantised when read; the residual stays in

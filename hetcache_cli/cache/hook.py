@@ -200,7 +200,11 @@ class HetCacheHook(ModelHook, RunPlanner):
         if decision == REUSE:
             return engine.forward_reuse(module, inputs, state, t)
         if decision == PARTIAL:
+            if state.kv_forecast is not None:
+                state.kv_forecast.begin_partial(t)
             return engine.forward_partial(module, inputs, rope, state, config.use_triton, t)
+        if state.kv_forecast is not None:
+            state.kv_forecast.begin_full(t)
         hetcache = run.method == "hetcache"
         # One active set per step for all guidance branches: the first branch's FULL step chooses it, the
         # others take it. Different sets per branch would leave a token fresh in one branch and stale in

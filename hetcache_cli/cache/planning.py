@@ -151,12 +151,13 @@ class RunPlanner:
         def need(method: str, lay: CacheLayout) -> int:
             return cache_memory(dims, n_tokens, branches, lay, module.dtype, method)["total"]
 
-        bare = replace(layout, text_kv=False)
         first = need(run.method, layout)
         if limit is not None and first > limit:
-            options = [(run.method, bare)]
+            # what goes first: the K/V slopes of the forecast (a K/V cache's size), then the prompt's K/V
+            plain = replace(layout, forecast_kv=False)
+            options = [(run.method, plain), (run.method, replace(plain, text_kv=False))]
             if run.method == "hetcache" and config.on_cache_overflow == "teacache":
-                tea = replace(layout, forecast=forecast_for(config, "teacache"))
+                tea = replace(layout, forecast=forecast_for(config, "teacache"), forecast_kv=False)
                 options += [("teacache", tea), ("teacache", replace(tea, text_kv=False))]
             fit = next(((m, lay) for m, lay in options if need(m, lay) <= limit), None)
             if fit is None and run.method == "hetcache":
@@ -170,13 +171,16 @@ class RunPlanner:
                     f"{run.method} needs {format_bytes(first)} of caches but max_cache_memory is "
                     f"{config.max_cache_memory}: raise max_cache_memory or use fewer frames"
                 )
-            method, layout = fit
+            method, fitted = fit
+            dropped = [what for what, on in (("the K/V forecast", layout.forecast_kv and not fitted.forecast_kv),
+                                             ("the prompt's K/V once", layout.text_kv and not fitted.text_kv)) if on]
             logger.warning(
                 "HetCache caches would need %s (max_cache_memory %s): %s for this run",
                 format_bytes(first),
                 config.max_cache_memory,
-                "computing the prompt's K/V every step" if method == run.method else "falling back to teacache",
+                "without " + " and ".join(dropped) if method == run.method else "falling back to teacache",
             )
+            layout = fitted
             if method != run.method:
                 run.method = method
                 if run.timesteps is not None:
@@ -298,7 +302,9 @@ def plan_layout(
                 "of activations): keeping them in host memory (cache_device: cuda forces the GPU)",
                 format_bytes(need), format_bytes(free), format_bytes(pending), format_bytes(reserve),
             )
-    return cache_layout(config.cache_dtype, model_dtype, host, text_kv, forecast_for(config, method))
+    forecast = forecast_for(config, method)
+    kv = forecast and method == "hetcache" and config.forecast != "residual"
+    return cache_layout(config.cache_dtype, model_dtype, host, text_kv, forecast, kv)
 
 
 def forecast_for(config: HetCacheConfig, method: str | None = None) -> bool:
@@ -306,7 +312,7 @@ def forecast_for(config: HetCacheConfig, method: str | None = None) -> bool:
     method = method or config.method
     if method == "none" or config.forecast == "none":
         return False
-    return config.forecast == "linear" or method == "hetcache"
+    return config.forecast in ("linear", "residual") or method == "hetcache"
 
 
 def describe_run(

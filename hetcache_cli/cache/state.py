@@ -16,6 +16,7 @@ from diffusers.hooks.hooks import BaseState
 
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.forecast import ResidualForecast
+from hetcache_cli.cache.kv_forecast import KVForecast
 from hetcache_cli.cache.storage import FP8, CacheLayout, KVSlot, KVStore, cache_bytes
 from hetcache_cli.cache.tokens import TokenClasses
 from hetcache_cli.errors import InputError
@@ -32,12 +33,16 @@ def resolve_cache_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
 
 
 def cache_layout(
-    name: str, model_dtype: torch.dtype, host: bool = False, text_kv: bool = False, forecast: bool = False
+    name: str, model_dtype: torch.dtype, host: bool = False, text_kv: bool = False, forecast: bool = False,
+    forecast_kv: bool = False,
 ) -> CacheLayout:
-    """The layout of a `cache_dtype` setting: fp8 keeps the residual (and its forecast slopes) in the model's dtype."""
+    """The layout of a `cache_dtype` setting: fp8 keeps the residual (and its forecast slopes) in the model's dtype.
+
+    K/V slopes (`forecast_kv`) are kept for float K/V on the compute device only.
+    """
     kv = resolve_cache_dtype(name, model_dtype) if isinstance(name, str) else name
     return CacheLayout(kv_dtype=kv, residual_dtype=model_dtype if kv == FP8 else kv, host=host, text_kv=text_kv,
-                       forecast=forecast)
+                       forecast=forecast, forecast_kv=forecast_kv and forecast and kv != FP8 and not host)
 
 
 def cache_memory(
@@ -55,17 +60,19 @@ def cache_memory(
 def estimate_cache_memory(
     dims: ModelDims, n_tokens: int, branches: int, dtype: torch.dtype | str, method: str = "hetcache",
     host: bool = False, text_kv: bool = False, model_dtype: torch.dtype | None = None, forecast: bool = False,
+    forecast_kv: bool = False,
 ) -> int:
     """Bytes of the caches of one run: per branch, K and V of every main and VACE layer plus the residual.
 
     `teacache` keeps the residual only, `none` nothing. `text_kv` adds the prompt's K/V per layer;
     `float8_e4m3fn` adds a scale per layer and head and keeps the residual in `model_dtype`; `host`
     adds the two staging layers on the device; a residual `forecast` adds its slopes (one more
-    residual-sized tensor) and a float32 and a bool per token.
+    residual-sized tensor) and a float32 and a bool per token; `forecast_kv` (with `forecast`, float
+    K/V on the device) one more K/V-sized buffer.
     """
     dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     model_dtype = model_dtype or (torch.bfloat16 if dtype == FP8 else dtype)
-    layout = cache_layout(dtype, model_dtype, host, text_kv, forecast)
+    layout = cache_layout(dtype, model_dtype, host, text_kv, forecast, forecast_kv)
     return cache_memory(dims, n_tokens, branches, layout, model_dtype, method)["total"]
 
 
@@ -95,6 +102,7 @@ class BranchState(BaseState):
         self.slot: torch.Tensor | None = None  # [B, N] int32 inverse of `active` (Triton merge)
         self.centroids: torch.Tensor | None = None  # [k, D] k-means warm start
         self.forecast: ResidualForecast | None = None  # per-token residual slopes (cache/forecast.py)
+        self.kv_forecast: KVForecast | None = None  # per-layer K/V slopes (cache/kv_forecast.py)
 
     def ensure(
         self, layers: int, shape: tuple[int, int, int], layout: CacheLayout | torch.dtype, device: torch.device,
@@ -107,7 +115,7 @@ class BranchState(BaseState):
         residual = self.residual
         if residual is None or residual.shape != (B, N, D) or residual.dtype != layout.residual_dtype:
             self.residual = torch.zeros(B, N, D, dtype=layout.residual_dtype, device=device)
-            self.kv_buffer = self.kv = self.store = self.forecast = None
+            self.kv_buffer = self.kv = self.store = self.forecast = self.kv_forecast = None
         if layout.forecast and self.forecast is None:
             self.forecast = ResidualForecast((B, N, D), layout.residual_dtype, device)
         if layers and self.kv_buffer is None:
@@ -117,12 +125,16 @@ class BranchState(BaseState):
             else:
                 self.kv_buffer = torch.zeros(layers, 2, B, N, D, dtype=layout.kv_dtype, device=device)
                 self.kv = [KVSlot(self.kv_buffer[i, 0], self.kv_buffer[i, 1]) for i in range(layers)]
+                if layout.forecast_kv:
+                    self.kv_forecast = KVForecast(layers, shape, layout.kv_dtype, device)
+                    self.kv = self.kv_forecast.wrap(self.kv)
 
     def nbytes(self) -> dict:
         """Bytes of the tensors this branch holds now: 'cache' (K/V, scales, residual, staging; 'host' of it
         in host memory) and 'text' (the prompt's K/V)."""
         tensors = [self.residual] + (self.store.tensors if self.store is not None else [self.kv_buffer])
         tensors += self.forecast.tensors if self.forecast is not None else []
+        tensors += self.kv_forecast.tensors if self.kv_forecast is not None else []
         cache = sum(t.numel() * t.element_size() for t in tensors if t is not None)
         text = sum(t.numel() * t.element_size() for t in self.text.tensors) if self.text is not None else 0
         on_host = self.store is not None and self.store.layout.host

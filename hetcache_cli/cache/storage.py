@@ -40,6 +40,7 @@ class CacheLayout:
     host: bool = False
     text_kv: bool = False
     forecast: bool = False  # per-token residual slopes (forecast.py), in the residual's dtype
+    forecast_kv: bool = False  # per-layer K/V slopes (kv_forecast.py): float K/V on the device only
 
     @property
     def quantised(self) -> bool:
@@ -52,6 +53,7 @@ class CacheLayout:
             "kv_device": "host" if self.host else "device",
             "text_kv": self.text_kv,
             "forecast": self.forecast,
+            "forecast_kv": self.forecast_kv,
         }
 
 
@@ -78,7 +80,8 @@ def cache_bytes(
         "residual": rows * itemsize(layout.residual_dtype),
         "staging": 2 * 2 * rows * itemsize(layout.kv_dtype) if (layers and layout.host) else 0,
         # slopes [B, N, D] + the time of each token's last computed value (float32) and a seen flag (bool)
-        "forecast": rows * itemsize(layout.residual_dtype) + n_tokens * 5 if layout.forecast else 0,
+        "forecast": (rows * itemsize(layout.residual_dtype) + n_tokens * 5 if layout.forecast else 0)
+        + (layers * 2 * rows * itemsize(layout.kv_dtype) if layout.forecast_kv else 0),
         "text_kv": (2 * text_layers + 1) * batch * text_len * dim * itemsize(model_dtype) if layout.text_kv else 0,
     }
     parts = {k: branches * v for k, v in parts.items()}

@@ -83,7 +83,9 @@ def test_run_clip_scores_against_uncached_and_reuses_the_conditioning(tiny_model
     encodes = []
     original = pipe.prepare_video_latents
     pipe.prepare_video_latents = lambda *a, **k: encodes.append(1) or original(*a, **k)
-    settings = [Setting("teacache", "same as uncached", HetCacheConfig(method="teacache", schedule="FFFF")),
+    # all FULL and the prompt's K/V projected every step: exactly the uncached run and its FLOPs
+    same_as_uncached = HetCacheConfig(method="teacache", schedule="FFFF", text_kv=False)
+    settings = [Setting("teacache", "same as uncached", same_as_uncached),
                 Setting("hetcache", "cached", HetCacheConfig(schedule="FRPF")),
                 Setting("hetcache", "hetcache:balanced", HetCacheConfig(schedule="FRPF"), preset="balanced")]
     from hetcache_cli.bench.runner import shared_conditioning

@@ -141,3 +141,42 @@ def test_guidance_branches_share_one_active_set(transformer):
         call(transformer, "uncond", uncond)
     own = alone.state_manager._state_cache["uncond"].active
     assert not torch.equal(own, shared)
+
+
+def test_kv_forecast_extrapolates_between_full_steps_and_keeps_the_full_values():
+    from hetcache_cli.cache.kv_forecast import KVForecast
+    from hetcache_cli.cache.storage import KVSlot
+
+    g = torch.Generator().manual_seed(3)
+    shape = (1, 6, 4)
+    a = torch.randn(2, *shape, generator=g)  # K/V at t = 0
+    b = torch.randn(2, *shape, generator=g)  # their slope per unit of t / 1000
+    buffer = torch.zeros(1, 2, *shape)
+    fc = KVForecast(1, shape, torch.float32, torch.device("cpu"))
+    (slot,) = fc.wrap([KVSlot(buffer[0, 0], buffer[0, 1])])
+    for t in (900.0, 700.0):  # two FULL steps
+        fc.begin_full(t)
+        slot.store(*(a + b * (t / 1000.0)))
+    fc.begin_partial(500.0)
+    idx = torch.tensor([[1, 4]])
+    fresh_k, fresh_v = torch.full((1, 2, 4), 7.0), torch.full((1, 2, 4), -7.0)
+    k, v = slot.update(idx, fresh_k, fresh_v, torch.float32)
+    expect_k, expect_v = a + b * 0.5
+    expect_k[:, [1, 4]], expect_v[:, [1, 4]] = fresh_k, fresh_v
+    torch.testing.assert_close(k, expect_k, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, expect_v, rtol=1e-5, atol=1e-5)
+    # the cache still holds the FULL step's values: the anchor of the line
+    torch.testing.assert_close(buffer[0, 0], (a + b * 0.7)[0])
+
+
+def test_kv_forecast_is_on_for_float_device_caches_only(transformer):
+    with torch.no_grad():
+        for forecast, cache_dtype, on in (("auto", "auto", True), ("residual", "auto", False),
+                                          ("linear", "float8_e4m3fn", False)):
+            handle = apply_hetcache(transformer, HetCacheConfig(schedule="F", forecast=forecast,
+                                                                cache_dtype=cache_dtype))
+            call(transformer, "cond", make_inputs(transformer, 0))
+            state = handle.state_manager._state_cache["cond"]
+            assert (state.kv_forecast is not None) == on, (forecast, cache_dtype)
+            assert state.forecast is not None
+            remove_hetcache(transformer)
