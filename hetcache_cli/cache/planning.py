@@ -284,10 +284,10 @@ def plan_layout(
     model_dtype = module.dtype
     text_kv = config.text_kv and method != "none"
     host = config.cache_device == "cpu"
+    forecast = forecast_for(config, method)
+    kv = forecast and method == "hetcache" and config.forecast != "residual"
     if config.cache_device == "auto" and method == "hetcache" and device is not None and device.type == "cuda":
         dims = ModelDims.from_config(module.config)
-        need = cache_memory(dims, n_tokens, branches, cache_layout(config.cache_dtype, model_dtype, False, text_kv),
-                            model_dtype, method)["device"]
         registry = getattr(module, "_diffusers_hook", None)
         grouped = registry is not None and registry.get_hook("group_offloading") is not None
         pending = 0
@@ -295,15 +295,24 @@ def plan_layout(
             pending = sum(p.numel() * p.element_size() for p in module.parameters() if p.device.type == "cpu")
         reserve = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, n_tokens, model_dtype)
         free, _ = torch.cuda.mem_get_info(device)
-        host = need + pending + reserve > free
+
+        def need(with_kv: bool) -> int:
+            layout = cache_layout(config.cache_dtype, model_dtype, False, text_kv, forecast, with_kv)
+            return cache_memory(dims, n_tokens, branches, layout, model_dtype, method)["device"]
+
+        if kv and need(True) + pending + reserve > free and need(False) + pending + reserve <= free:
+            kv = False  # the K/V forecast goes before the K/V themselves leave the GPU
+            logger.warning(
+                "K/V caches with the K/V forecast (%s) do not fit in the GPU's free memory (%s): running without "
+                "the K/V forecast (forecast: residual says so explicitly)", format_bytes(need(True)), format_bytes(free),
+            )
+        host = need(kv) + pending + reserve > free
         if host:
             logger.warning(
                 "K/V caches (%s) do not fit in the GPU's free memory (%s, with %s of weights still to load and %s "
                 "of activations): keeping them in host memory (cache_device: cuda forces the GPU)",
-                format_bytes(need), format_bytes(free), format_bytes(pending), format_bytes(reserve),
+                format_bytes(need(kv)), format_bytes(free), format_bytes(pending), format_bytes(reserve),
             )
-    forecast = forecast_for(config, method)
-    kv = forecast and method == "hetcache" and config.forecast != "residual"
     return cache_layout(config.cache_dtype, model_dtype, host, text_kv, forecast, kv)
 
 

@@ -305,7 +305,7 @@ def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
         pipeline_sizes(pipe, prep.spec.model or "embedded"), max(w.model_frames for w in prep.windows),
         height, width,
         cache.cache_dtype, "cpu" if cache.cache_device == "cpu" else "cuda", prep.spec.offload, branches,
-        pipe.transformer.dtype, cache.method,
+        pipe.transformer.dtype, cache.method, cache.forecast,
     )  # fmt: skip
 
 

@@ -174,8 +174,12 @@ def _read(path: Path) -> dict:
 def estimate(
     sizes: ModelSizes, frames: int, height: int, width: int, cache_dtype: str = "auto", cache_device: str = "cuda",
     offload: str = "none", branches: int = 2, dtype: torch.dtype = torch.bfloat16, method: str = "hetcache",
+    forecast: str = "auto",
 ) -> dict:
-    """GPU and host bytes of one edit's denoising loop (see the module docstring for what is counted)."""
+    """GPU and host bytes of one edit's denoising loop (see the module docstring for what is counted).
+
+    `forecast` as the cache setting: `auto` / `linear` keep K/V slopes for float K/V on the GPU.
+    """
     from hetcache_cli.cache.flops import ModelDims
     from hetcache_cli.cache.state import cache_layout, cache_memory
     from hetcache_cli.cache.storage import activation_bytes
@@ -190,7 +194,10 @@ def estimate(
     per_expert = []
     for t in sizes.transformers:
         dims = ModelDims.from_config(t.config)
-        layout = cache_layout(cache_dtype, dtype, host=cache_device == "cpu", text_kv=method != "none")
+        on = method != "none" and forecast != "none" and (method == "hetcache" or forecast != "auto")
+        kv = on and method == "hetcache" and forecast != "residual"
+        layout = cache_layout(cache_dtype, dtype, host=cache_device == "cpu", text_kv=method != "none",
+                              forecast=on, forecast_kv=kv)
         caches = cache_memory(dims, n_tokens, branches, layout, dtype, method)
         activations = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, n_tokens, dtype)
         if layout.quantised or layout.host:
