@@ -15,6 +15,7 @@ not depend on the machine's load (the wall time does).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("fidelity_suite"), help="output folder")
     parser.add_argument("--no-forecast-reference", action="store_true",
                         help="skip the teacache+forecast sweep (faster; the acceptance does not use it)")
+    parser.add_argument("--methods", default=None,
+                        help="comma list of methods to run: teacache, forecast-reuse, hetcache (default: all)")
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="an earlier suite.json (same clips, guidances, steps) that gives the points of the "
+                             "methods not run; for rerunning one method after an engine change")
     parser.add_argument("--check", action="store_true", help="exit 1 when an acceptance check is not met")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hetcache_cli.bench.clips import suite_clips
-    from hetcache_cli.bench.suite import run_suite
+    from hetcache_cli.bench.suite import merge_reports, run_suite
     from hetcache_cli.bench.suite_report import markdown, write_report
     from hetcache_cli.pipeline.model import load_pipeline, resolve_device, resolve_model
 
@@ -58,6 +64,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --guidance {args.guidance!r} is not a comma list of numbers, e.g. 1,5", file=sys.stderr)
         return 2
+    methods = None
+    if args.methods:
+        methods = {m.strip() for m in args.methods.split(",") if m.strip()}
+        unknown = methods - {"teacache", "forecast-reuse", "hetcache"}
+        if unknown:
+            print(f"error: unknown method(s) {sorted(unknown)}; choose from teacache, forecast-reuse, hetcache",
+                  file=sys.stderr)
+            return 2
+    earlier = None
+    if args.merge is not None:
+        try:
+            earlier = json.loads(args.merge.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: --merge {args.merge}: cannot read a suite.json ({exc})", file=sys.stderr)
+            return 2
+        if earlier.get("steps") != args.steps:
+            print(f"error: --merge {args.merge} ran {earlier.get('steps')} steps, not {args.steps}", file=sys.stderr)
+            return 2
     ref = resolve_model(args.model)
     pipe = load_pipeline(ref, resolve_device("cpu"), torch.float32)
     started = time.perf_counter()
@@ -66,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - started:6.0f} s] {label} ({i + 1}/{total})", file=sys.stderr, flush=True)
 
-    report = run_suite(pipe, clips, guidances, args.steps, not args.no_forecast_reference, progress)
+    report = run_suite(pipe, clips, guidances, args.steps, not args.no_forecast_reference, progress, methods)
     report["model"] = ref.name
+    if earlier is not None:
+        try:
+            report = merge_reports(report, earlier)
+        except ValueError as exc:
+            print(f"error: --merge {args.merge}: {exc}", file=sys.stderr)
+            return 2
     paths = write_report(report, args.out)
     print(markdown(report))
     print(f"wrote {paths['markdown']} and {paths['json']}", file=sys.stderr)

@@ -169,10 +169,15 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_suite(pipe, clips: list[SuiteClip] | None = None, guidances=GUIDANCES, steps: int = 30,
-              forecast_reference: bool = True, progress=None) -> dict:
-    """The whole suite on a loaded pipeline (the embedded model for the documented numbers)."""
+              forecast_reference: bool = True, progress=None, methods: set[str] | None = None) -> dict:
+    """The whole suite on a loaded pipeline (the embedded model for the documented numbers).
+
+    `methods`: run only the settings of these methods (`teacache`, `forecast-reuse`, `hetcache`).
+    """
     clips = clips if clips is not None else suite_clips()
     settings = sweep(forecast_reference) + preset_settings()
+    if methods is not None:
+        settings = [s for s in settings if s.method in methods]
     start = time.perf_counter()
     rows = []
     with shared_conditioning(pipe):
@@ -182,3 +187,24 @@ def run_suite(pipe, clips: list[SuiteClip] | None = None, guidances=GUIDANCES, s
     return {"steps": steps, "guidances": list(guidances), "cut_range": list(CUT_RANGE),
             "sweep": [{"method": s.method, "label": s.label} for s in settings],
             "rows": rows, "summary": summarise(rows), "wall_s": time.perf_counter() - start}
+
+
+def merge_reports(new: dict, earlier: dict) -> dict:
+    """`new` with the points of the methods it did not run taken from `earlier` (same clips, guidances, steps).
+
+    For rerunning one method's sweep after an engine change that leaves the others' code paths
+    untouched; the checks and the summary are recomputed on the merged points.
+    """
+    if earlier["steps"] != new["steps"]:
+        raise ValueError(f"cannot merge a {earlier['steps']}-step suite into a {new['steps']}-step one")
+    rows = []
+    for row in new["rows"]:
+        old = next((r for r in earlier["rows"] if r["clip"] == row["clip"] and r["guidance"] == row["guidance"]), None)
+        if old is None:
+            raise ValueError(f"the earlier suite has no {row['clip']} at guidance {row['guidance']:g}")
+        ran = {p["method"] for p in row["points"]}
+        points = [p for p in old["points"] if p["method"] not in ran] + row["points"]
+        rows.append({**row, "points": points, "checks": check_clip(points)})
+    methods = {p["method"] for row in rows for p in row["points"]}
+    return {**new, "rows": rows, "summary": summarise(rows), "merged_methods": sorted(methods - {
+        p["method"] for row in new["rows"] for p in row["points"]})}

@@ -100,3 +100,22 @@ def test_run_clip_scores_against_uncached_and_reuses_the_conditioning(tiny_model
     assert cached["flops_cut"] > 1.3 and cached["schedule"] == "FRPF"
     assert math.isfinite(cached["psnr"]["background"]) and cached["psnr"]["inside"] < 100.0
     assert preset["psnr"] == cached["psnr"]  # the same setting is one run
+
+
+def test_merge_reports_takes_the_methods_not_rerun_and_recomputes_the_checks():
+    from hetcache_cli.bench.suite import merge_reports
+
+    tea = [_p("teacache", 1.2, 55, 70), _p("teacache", 4.5, 35, 50)]
+    old_het = [_p("hetcache", 1.4, 50, 60), _p("hetcache", 4.2, 30, 45), _p("hetcache", 3.0, 40, 50, preset="balanced")]
+    new_het = [_p("hetcache", 1.4, 65, 72), _p("hetcache", 4.2, 45, 51), _p("hetcache", 3.0, 50, 62, preset="balanced")]
+    row = {"clip": "a", "guidance": 1.0}
+    earlier = {"steps": 30, "rows": [{**row, "points": tea + old_het, "checks": check_clip(tea + old_het)}]}
+    new = {"steps": 30, "rows": [{**row, "points": new_het, "checks": check_clip(new_het)}]}
+    assert not earlier["rows"][0]["checks"]["front_ok"] and new["rows"][0]["checks"]["front_lead_db"] is None
+    merged = merge_reports(new, earlier)
+    points = merged["rows"][0]["points"]
+    assert sorted(p["psnr"]["inside"] for p in points if p["method"] == "hetcache") == [45, 50, 65]
+    assert merged["rows"][0]["checks"]["front_ok"] and merged["summary"]["front_ok"]
+    assert merged["merged_methods"] == ["teacache"]
+    with pytest.raises(ValueError, match="20-step"):
+        merge_reports(new, {**earlier, "steps": 20})
