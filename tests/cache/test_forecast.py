@@ -7,7 +7,7 @@ from hetcache_cli.cache import HetCacheConfig, StepStats, apply_hetcache, estima
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.forecast import ResidualForecast
 
-from test_engine import call, make_inputs
+from test_engine import call, make_inputs, transformer  # noqa: F401 (the fixture)
 
 
 def _linear(a, b, t):
@@ -53,13 +53,6 @@ def test_partial_rows_are_re_anchored_and_keep_the_slope_of_full_steps():
     third = _linear(a, b, 700.0)
     fc.record_all(residual, third, 700.0)
     torch.testing.assert_close(fc.slope[:, 3], b[:, 3] + bump / 0.1, rtol=1e-5, atol=1e-4)
-
-
-@pytest.fixture
-def transformer(pipe):
-    t = pipe.transformer
-    yield t
-    remove_hetcache(t)
 
 
 def test_reuse_step_takes_the_forecast_residual(transformer):
