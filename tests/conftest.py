@@ -7,6 +7,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_config_dir(tmp_path_factory):
+    """Presets calibrated on this machine (~/.config/hetcache) must not change what the tests run."""
+    old = os.environ.get("HETCACHE_CONFIG_DIR")
+    os.environ["HETCACHE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("user-config"))
+    yield
+    if old is None:
+        os.environ.pop("HETCACHE_CONFIG_DIR", None)
+    else:
+        os.environ["HETCACHE_CONFIG_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def small_clip(tmp_path_factory):
     """A 9-frame 64x64 clip (8 fps) with a moving ball, and a static mask over its path."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
 from hetcache_cli.mask.prompts import parse_boxes
 from hetcache_cli.pipeline.windows import check_window_settings
-from hetcache_cli.resources import EMBEDDED_MODEL, embedded_model_dir
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
     CROP_MODES,
@@ -29,6 +27,9 @@ from hetcache_cli.spec.schema import (
     EditSpec,
     spec_fields,
 )
+
+# re-exported: the model's recommendations live in their own module
+from hetcache_cli.spec.model_defaults import MODEL_DEFAULTS_FILE, model_defaults  # noqa: E402,F401
 
 
 class SpecError(InputError):
@@ -131,33 +132,6 @@ def build_spec(values: dict[str, Any], where: str = "edit") -> EditSpec:
     except (ValueError, FileNotFoundError) as exc:
         raise SpecError(f"{where}: cache: {exc}") from exc
     return spec
-
-
-MODEL_DEFAULTS_FILE = "hetcache_defaults.json"
-
-
-def model_defaults(model: str | None) -> dict[str, Any]:
-    """The sampling defaults a model folder recommends in `hetcache_defaults.json`, if it has one.
-
-    They rank below flags and spec values and above EditSpec's built-in defaults (the embedded demo
-    model ships one: it is sharpest at a lower guidance than Wan2.1's 5.0, and was trained on
-    17-frame clips, so it recommends 17-frame windows). Hub ids and folders without the file give {}.
-    """
-    folder = embedded_model_dir() if model in (None, EMBEDDED_MODEL) else Path(model).expanduser()
-    path = folder / MODEL_DEFAULTS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        values = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{path}: not valid JSON ({exc}); fix or delete the file") from exc
-    if not isinstance(values, dict):
-        raise SpecError(f"{path}: expected an object of defaults, got {type(values).__name__}")
-    extra = sorted(set(values) - set(MODEL_DEFAULT_KEYS))
-    if extra:
-        raise SpecError(f"{path}: unknown keys {extra}; a model folder may set only {', '.join(MODEL_DEFAULT_KEYS)}")
-    check_values(values, str(path))
-    return values
 
 
 def _check_type(key: str, value: Any, accepted: tuple[type, ...], where: str) -> None:

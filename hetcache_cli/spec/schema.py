@@ -1,7 +1,8 @@
 """The edit spec: one edit's settings, the one home of every edit default (no torch import).
 
-Precedence: CLI flag > YAML spec > the model folder's `hetcache_defaults.json` (steps, guidance_scale,
-negative_prompt) > the defaults below (and, for `cache:`, a preset's values).
+Precedence: CLI flag > YAML spec > the model's `hetcache_defaults.json` (steps, guidance_scale,
+negative_prompt, windows; see `spec/model_defaults.py`) > the defaults below (and, for `cache:`, a preset's values:
+the model's calibrated preset when it has one, else the shipped `configs/presets/`).
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ class EditSpec:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def cache_config(self) -> HetCacheConfig:
-        from hetcache_cli.cache.config import build_config
+        """The cache settings; a preset is the one calibrated for this model when it has one."""
+        from hetcache_cli.spec.model_defaults import resolve_cache_config
 
         values = dict(self.cache)
         preset = values.pop("preset", None)
-        return build_config(values, preset=preset)
+        return resolve_cache_config(values, preset, self.model)
 
 
 # What a model folder's hetcache_defaults.json may recommend (ranked between the spec and the defaults).
