@@ -2,7 +2,6 @@
 
 from hetcache_cli.cache.config import HetCacheConfig, build_config
 from hetcache_cli.cache.flops import ModelDims, forward_flops
-from hetcache_cli.cache.stats import StepStats, TokenCounts
 
 __all__ = [
     "CacheMemoryError",
@@ -23,6 +22,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "StepStats": "hetcache_cli.cache.stats",
+    "TokenCounts": "hetcache_cli.cache.stats",
     "CacheMemoryError": "hetcache_cli.cache.state",
     "estimate_cache_memory": "hetcache_cli.cache.state",
     "HetCacheHook": "hetcache_cli.cache.hook",
@@ -36,7 +37,7 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    # diffusers is imported only when the engine is used, so `hetcache --help` stays fast
+    # torch and diffusers are imported only when the engine is used, so `hetcache --help` stays fast
     if name in _LAZY:
         import importlib
 

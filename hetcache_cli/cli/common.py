@@ -29,20 +29,29 @@ def debug_enabled() -> bool:
 
 
 def setup_logging(quiet: bool = False) -> None:
+    """Our log level; diffusers and transformers quieted now if imported, else when they load (see `quiet_libraries`)."""
     level = logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
     logging.getLogger("hetcache_cli").setLevel(logging.ERROR if quiet else logging.INFO)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # read by diffusers / transformers when they are first imported: a bare --help never imports them
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "diffusers" in sys.modules or "transformers" in sys.modules:
+        quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """diffusers' and transformers' logs to errors only, their loading progress bars off (imports both)."""
     try:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
-
-        dlog.set_verbosity_error()
-        tlog.set_verbosity_error()
-        dlog.disable_progress_bar()
-        tlog.disable_progress_bar()
     except ImportError:
-        pass
+        return
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
 
 
 def error_message(exc: BaseException) -> str:

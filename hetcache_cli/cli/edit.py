@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from hetcache_cli.cli import options as opt
-from hetcache_cli.cli.common import StepProgress, handle_errors, print_json, setup_logging, stdout
+from hetcache_cli.cli.common import StepProgress, handle_errors, print_json, quiet_libraries, setup_logging, stdout
 from hetcache_cli.errors import InputError
 from hetcache_cli.spec.load import build_spec, load_spec_file, merge_values
+from hetcache_cli.spec.paths import check_paths
 
 EPILOG = """
 Examples:
@@ -63,6 +64,7 @@ def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", 
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
+    quiet_libraries()
     pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     n = len(prep.windows)
     with StepProgress(label, spec.steps * n, quiet=quiet) as bar:
@@ -98,6 +100,7 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     from hetcache_cli.pipeline.edit import plan_edit, prepare_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
+    quiet_libraries()
     pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     plan = plan_edit(prep, pipe)
     if json_out:
@@ -211,6 +214,7 @@ def edit(
         cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )
     edit_spec = spec_from_cli(spec, flags)
+    check_paths(edit_spec, overwrite)  # bad paths fail here, before torch is imported
 
     from hetcache_cli.pipeline.model import PipelinePool
 

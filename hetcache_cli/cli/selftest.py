@@ -32,11 +32,11 @@ _STYLE = {"PASS": "green", "FAIL": "bold red", "SKIP": "yellow"}
 
 
 def _device(value: str | None):
-    from hetcache_cli.pipeline.model import resolve_device
-
     value = value or "auto"
     if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
         raise InputError(f"--device {value!r} is not valid: use auto, cuda or cpu")
+    from hetcache_cli.pipeline.model import resolve_device
+
     dev = resolve_device(value)
     if dev.type == "cuda" and dev.index is not None:
         import torch

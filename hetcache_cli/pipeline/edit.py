@@ -41,6 +41,7 @@ from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
 from hetcache_cli.pipeline.fit import SIZE_MULTIPLE, fit_source
 from hetcache_cli.pipeline.window_run import load_patch, output_frames, run_window, summarise_windows
 from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, window_mask
+from hetcache_cli.spec.paths import default_output, default_stats, resolve_outputs  # noqa: F401 (re-exported)
 from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
@@ -77,27 +78,6 @@ class EditResult:
     frames: np.ndarray | None = None  # [F, H, W, 3] uint8 as written (run_edit(keep_frames=True))
     raw: np.ndarray | None = None  # [F, H, W, 3] uint8: the source with the model's output in each crop,
     # before colour match and paste-back (same)
-
-
-def default_output(video: Path) -> Path:
-    return video.with_name(f"{video.stem}_edited.mp4")
-
-
-def default_stats(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.stats.json")
-
-
-def resolve_outputs(spec: EditSpec) -> tuple[Path, Path]:
-    video = Path(spec.video)
-    output = Path(spec.output) if spec.output else default_output(video)
-    if output.suffix.lower() not in (".mp4", ".m4v", ".mov", ".mkv"):
-        raise InputError(f"output {output} must end in .mp4 (or .m4v/.mov/.mkv); change -o/--output")
-    stats = Path(spec.stats) if spec.stats else default_stats(output)
-    if output.resolve() == video.resolve():
-        raise InputError(f"output {output} is the input video; choose another -o/--output")
-    if output.resolve() == stats.resolve():
-        raise InputError(f"stats path {stats} equals the output path; choose another --stats")
-    return output, stats
 
 
 def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
