@@ -1,16 +1,24 @@
-"""Speed and quality of cache settings on one edit, against the uncached run in the same process.
+"""Speed, work and quality of cache methods on one edit, against the uncached run in the same process.
 
-Every method runs the same edit (same seed, same inputs, same loaded pipeline). Timing:
-a warm-up first (excluded: on CUDA one run per method, which also compiles the Triton
-kernels; on CPU one short uncached run), then `repeat` timed runs per method, interleaved
-so that a load spike hits every method alike; the median is reported. `run_edit` syncs
-the device before it stops the clock. Quality compares each method's model output (before
-paste-back, so the background is judged too) with the uncached output, split by region.
+Every method, ours and the peers (`bench/peers.py`), runs the same edit on the same loaded pipeline
+(same inputs, seed and settings). Per method:
+- one counted run: FLOPs instrumented (`bench/flops_counter.py`: every linear layer, patch
+  embedding and attention call of the transformer that actually ran), and its output, compared
+  with the uncached output by region (before paste-back, so the background is judged too);
+- `repeat` timed runs, uninstrumented, interleaved across methods so that a load spike hits
+  every method alike; medians reported. DiT time is the transformer's own (HetCache's hook times
+  every transformer forward, a peer's included, since it wraps the peer's forward).
+Warm-up first (excluded): on CUDA one run per method (compiling the Triton kernels), on CPU one
+short uncached run.
+
+A peer that is not installed, raises, or changes nothing (output identical to uncached and no work
+skipped) becomes a row that says so. Each peer is also checked on identical inputs (`vace_check`):
+a peer that changes the output when it skips is marked broken, with the evidence. After every peer
+run the pipeline is put back exactly as it was (`peer_state`); what the peer itself left is noted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 from dataclasses import dataclass, field
@@ -18,126 +26,123 @@ from pathlib import Path
 
 import numpy as np
 
-from hetcache_cli.cache.config import METHODS, PRESETS
-from hetcache_cli.errors import InputError
+from hetcache_cli.bench.methods import DEFAULT_METHODS, Method, parse_methods, variant  # noqa: F401
 from hetcache_cli.eval import compare_videos
-from hetcache_cli.pipeline.edit import PreparedEdit, run_edit
+from hetcache_cli.pipeline.edit import PreparedEdit
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_METHODS = "none,teacache,hetcache:quality,hetcache:balanced,hetcache:fast"
-
-
-@dataclass(frozen=True)
-class Method:
-    method: str
-    preset: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.method if self.preset is None else f"{self.method}:{self.preset}"
-
-
-def parse_methods(text: str) -> list[Method]:
-    """'none,teacache,hetcache:fast' -> methods; the uncached run is always first."""
-    out: list[Method] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        method, _, preset = item.partition(":")
-        if method not in METHODS:
-            raise InputError(f"--methods: unknown method {method!r}; use {', '.join(METHODS)}, optionally :PRESET")
-        if preset and preset not in PRESETS:
-            raise InputError(f"--methods: unknown preset {preset!r} in {item!r}; use {', '.join(PRESETS)}")
-        if method == "none" and preset:
-            raise InputError(f"--methods: {item!r}: the uncached run takes no preset; write none")
-        m = Method(method, preset or None)
-        if m not in out:
-            out.append(m)
-    out = [m for m in out if m.method != "none"]
-    return [Method("none")] + out
+OK, BROKEN, NO_EFFECT, FAILED, MISSING = "ok", "broken", "no effect", "failed", "not installed"
+NO_SKIP_FRACTION = 0.999  # measured FLOPs at or above this share of uncached: nothing was skipped
 
 
 @dataclass
 class MethodResult:
+    method: Method
     label: str
-    cache: dict
+    prep: PreparedEdit
+    status: str = OK
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
     wall_s: list[float] = field(default_factory=list)
     transformer_ms: list[float] = field(default_factory=list)
     stats: dict | None = None
+    flops: dict | None = None  # FlopCount.to_dict() of the counted run
+    raw: np.ndarray | None = None
     quality: dict | None = None
     output: str | None = None
+    hint_check: dict | None = None
+    peer: object | None = None
 
-    def row(self, base: "MethodResult") -> dict:
+    @property
+    def runnable(self) -> bool:
+        return self.status not in (FAILED, MISSING)
+
+    def note(self, text: str) -> None:
+        if text and text not in self.notes:
+            self.notes.append(text)
+
+    def row(self, base: "MethodResult", branches: int) -> dict:
+        out = {
+            "method": self.label, "family": self.method.family, "status": self.status, "note": "; ".join(self.notes),
+            "settings": self.settings, "output": self.output, "hint_check": self.hint_check,
+        }  # fmt: skip
+        if self.stats is None:
+            return out
         s = self.stats["summary"]
-        wall = statistics.median(self.wall_s)
-        tr = statistics.median(self.transformer_ms)
-        speedup = statistics.median(base.wall_s) / wall
-        tr_speedup = statistics.median(base.transformer_ms) / tr if tr > 0 else None
-        flops_cut = s["flops_full"] / s["flops"] if s["flops"] > 0 else None
-        return {
-            "method": self.label,
-            "schedule": s["schedule"],
-            "wall_s": wall,
-            "speedup": speedup,
-            "transformer_ms": tr,
-            "transformer_speedup": tr_speedup,
-            "flops": s["flops"],
-            "flops_cut": flops_cut,
-            "efficiency": (tr_speedup / flops_cut) if (tr_speedup and flops_cut) else None,
-            "end_to_end_efficiency": (speedup / flops_cut) if flops_cut else None,
-            "peak_memory_bytes": s["peak_memory_bytes"],
-            "cache_memory_bytes": s["cache_memory_bytes"],
-            "decisions": s["decisions"],
-            "quality": self.quality,
-            "output": self.output,
-            "wall_s_runs": self.wall_s,
-        }
+        timed = bool(self.wall_s and base.wall_s)
+        walls, base_walls = (self.wall_s, base.wall_s) if timed else ([s["wall_s"]], [base.stats["summary"]["wall_s"]])
+        trs = self.transformer_ms if timed else [s["transformer_ms"]]
+        base_trs = base.transformer_ms if timed else [base.stats["summary"]["transformer_ms"]]
+        wall, tr = statistics.median(walls), statistics.median(trs)
+        speedup = statistics.median(base_walls) / wall
+        tr_speedup = statistics.median(base_trs) / tr if tr > 0 else None
+        measured, measured_full = self.flops["total"], base.flops["total"]
+        cut = measured_full / measured if measured > 0 else None
+        ours = not self.method.is_peer
+        forwards = self.flops["forwards"]
+        letters = measured_schedule(forwards[::branches], base.flops["forwards"][::branches])
+        out.update(
+            schedule=s["schedule"] if ours else letters,
+            measured_schedule=letters,
+            wall_s=wall,
+            speedup=speedup,
+            transformer_ms=tr,
+            transformer_speedup=tr_speedup,
+            flops=measured,
+            flops_cut=cut,
+            flops_in_blocks=self.flops["in_blocks"],
+            flops_analytic=s["flops"] if ours else None,
+            analytic_cut=(s["flops_full"] / s["flops"] if s["flops"] > 0 else None) if ours else None,
+            efficiency=(tr_speedup / cut) if (tr_speedup and cut) else None,
+            end_to_end_efficiency=(speedup / cut) if cut else None,
+            peak_memory_bytes=s["peak_memory_bytes"],
+            cache_memory_bytes=s["cache_memory_bytes"] if ours else None,
+            decisions=s["decisions"] if ours else {d: letters.count(d[0].upper()) for d in ("full", "partial", "reuse")},
+            quality=self.quality,
+            wall_s_runs=self.wall_s,
+            timed=timed,  # False: times of the counted (instrumented) run only
+            forwards=forwards,
+        )
+        return out
 
 
-def variant(prep: PreparedEdit, method: Method, out_dir: Path) -> PreparedEdit:
-    """The prepared edit with another cache setting and its own output files."""
-    from hetcache_cli.cache.config import build_config
-
-    overrides = {k: v for k, v in prep.spec.cache.items() if k not in ("method", "preset")}
-    overrides["method"] = method.method
-    if method.method == "none":
-        overrides = {"method": "none"}
-    try:
-        cache = build_config(overrides, preset=method.preset)
-    except ValueError as exc:
-        raise InputError(f"{method.label}: {exc}") from exc
-    name = method.label.replace(":", "_")
-    return dataclasses.replace(
-        prep, cache=cache, output=out_dir / f"{name}.mp4", stats_path=out_dir / f"{name}.stats.json"
-    )
+def measured_schedule(forwards: list[float], full: list[float]) -> str:
+    """One letter per forward from its measured FLOPs: F (>= 95% of uncached), R (<= 5%), P (in between)."""
+    out = []
+    for done, ref in zip(forwards, full):
+        share = done / ref if ref > 0 else 1.0
+        out.append("F" if share >= 0.95 else "R" if share <= 0.05 else "P")
+    return "".join(out)
 
 
 def run_bench(prep: PreparedEdit, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
               warmup: bool = True, progress=None) -> dict:
-    """Run every method `repeat` times (after a warm-up) and compare each with the uncached output."""
-    device = pipe._execution_device
-    variants = [variant(prep, m, out_dir) for m in methods]
-    results = [MethodResult(m.label, v.cache.to_dict()) for m, v in zip(methods, variants)]
-    if warmup:
-        if device.type == "cuda":
-            for v in variants:
-                _run(v, pipe, model_info, progress, f"warm-up {v.cache.method}")
-        else:
-            short = dataclasses.replace(prep.spec, steps=min(2, prep.spec.steps))
-            _run(dataclasses.replace(variants[0], spec=short), pipe, model_info, progress, "warm-up")
-    raws: list[np.ndarray | None] = [None] * len(methods)
-    for r in range(repeat):
-        for i, (v, res) in enumerate(zip(variants, results)):
-            result = _run(v, pipe, model_info, progress, f"{res.label} ({r + 1}/{repeat})")
-            summary = result.stats["summary"]
-            res.wall_s.append(summary["wall_s"])
-            res.transformer_ms.append(summary["transformer_ms"])
-            res.stats, res.output, raws[i] = result.stats, str(result.output), result.raw
-    reference = raws[0]
-    for res, raw in zip(results, raws):
-        res.quality = compare_videos(raw, reference, prep.mask)
+    """Run every method once counted and `repeat` times timed (after a warm-up); compare each with uncached."""
+    from hetcache_cli.bench.runs import Runner
+
+    runner = Runner(prep, pipe, model_info, progress)
+    results = [runner.result(m, variant(prep, m, out_dir, prep.spec.model)) for m in methods]
     base = results[0]
+    if base.method.method != "none":
+        raise ValueError("the first method must be the uncached run (none)")
+    for res in results:
+        if res.peer is not None and res.runnable:
+            runner.check_hints(res)
+    if warmup:
+        runner.warmup(results)
+    for res in results:
+        runner.run(res, counted=True)
+        if res is base and not res.runnable:
+            raise RuntimeError(f"the uncached run failed: {'; '.join(res.notes)}")
+    for r in range(repeat):
+        for res in results:
+            runner.run(res, counted=False, label=f"{res.label} ({r + 1}/{repeat})")
+    for res in results:
+        judge(res, base)
+    for res in results:
+        res.raw = None
+    branches = 2 if prep.spec.guidance_scale > 1.0 else 1
     return {
         "video": prep.spec.video,
         "mask": prep.spec.mask,
@@ -150,17 +155,29 @@ def run_bench(prep: PreparedEdit, pipe, model_info: dict, methods: list[Method],
         "width": prep.plan.src_width,
         "crops": [c.to_dict() for c in prep.crops],
         "steps": prep.spec.steps,
+        "guidance_scale": prep.spec.guidance_scale,
         "repeat": repeat,
-        "methods": [res.row(base) for res in results],
-        "steps_detail": {res.label: res.stats["steps"] for res in results},
+        "methods": [res.row(base, branches) for res in results],
+        "steps_detail": {res.label: res.stats["steps"] for res in results if res.stats is not None},
     }
 
 
-def _run(prep: PreparedEdit, pipe, model_info: dict, progress, label: str):
-    if progress is not None:
-        progress.start(label, prep.spec.steps)
-    try:
-        return run_edit(prep, pipe, model_info, progress=progress.update if progress is not None else None, keep_frames=True)
-    finally:
-        if progress is not None:
-            progress.stop()
+def judge(res: MethodResult, base: MethodResult) -> None:
+    """Quality against uncached, and the status of a method that ran: ok, no effect or broken."""
+    if res.raw is None:
+        return
+    res.quality = compare_videos(res.raw, base.raw, res.prep.mask)
+    if res is base:
+        return
+    skipped = res.flops["total"] < NO_SKIP_FRACTION * base.flops["total"]
+    identical = res.quality["psnr"]["all"] is not None and res.quality["psnr"]["all"] >= 100.0
+    check = res.hint_check or {}
+    wrong = check.get("verdict") in ("hints twice", "changed")
+    if not skipped:
+        res.status = NO_EFFECT
+        res.note("output identical to uncached, no work skipped" if identical else "no work skipped")
+        if wrong:
+            res.note("it skipped nothing in this run; when it skips it is " + check["description"])
+    elif wrong:
+        res.status = BROKEN
+        res.note(check["description"])

@@ -1,4 +1,4 @@
-"""Bench reports: a Markdown table, a JSON file and a PNG plot."""
+"""Bench reports: a Markdown table (and notes), a JSON file and a PNG plot."""
 
 from __future__ import annotations
 
@@ -6,27 +6,29 @@ import io
 import json
 from pathlib import Path
 
+from hetcache_cli.bench.sweep import fronts, psnr_inside
 from hetcache_cli.io.atomic import atomic_write_bytes, atomic_write_text
 
 COLUMNS = (
     ("method", "method"),
+    ("status", "status"),
     ("schedule", "schedule"),
     ("wall s", "wall_s"),
     ("speedup", "speedup"),
     ("DiT speedup", "transformer_speedup"),
     ("FLOPs cut", "flops_cut"),
+    ("analytic cut", "analytic_cut"),
     ("efficiency", "efficiency"),
-    ("peak MiB", "peak_memory_bytes"),
     ("cache MiB", "cache_memory_bytes"),
     ("F/P/R", "decisions"),
     ("PSNR in", ("psnr", "inside")),
     ("PSNR margin", ("psnr", "margin")),
     ("PSNR bg", ("psnr", "background")),
     ("SSIM in", ("ssim", "inside")),
-    ("SSIM margin", ("ssim", "margin")),
     ("SSIM bg", ("ssim", "background")),
     ("warp err", ("temporal", "pred", "all")),
 )
+_COLORS = {"F": "#c0392b", "P": "#f39c12", "R": "#27ae60"}
 
 
 def _fmt(key, value) -> str:
@@ -45,58 +47,67 @@ def _fmt(key, value) -> str:
 
 def cell(row: dict, key) -> str:
     if isinstance(key, tuple):
-        value = row["quality"]
+        value = row.get("quality")
         for part in key:
             value = None if value is None else value.get(part)
         return _fmt(key[0], value)
-    return _fmt(key, row[key])
+    return _fmt(key, row.get(key))
 
 
 def markdown(report: dict) -> str:
+    timed = all(row.get("timed", True) for row in report["methods"])
+    runs = f"median of {report['repeat']} timed run(s)" if timed else "times of the instrumented run (not timed)"
     head = (
         f"# hetcache bench\n\n{report['frames']} frames {report['width']}x{report['height']}, "
-        f"{report['steps']} steps, model {report['model']} on {report['device']} ({report['dtype']}), "
-        f"median of {report['repeat']} run(s). Speedups and quality are against the uncached run (`none`) "
-        "of the same process; DiT speedup counts the transformer only, efficiency = DiT speedup / FLOPs cut; "
-        "quality compares model outputs before paste-back (PSNR dB, SSIM), split inside the mask, the margin "
-        "band and the background.\n\n"
+        f"{report['steps']} steps, guidance {report.get('guidance_scale', '-')}, model {report['model']} on "
+        f"{report['device']} ({report['dtype']}), {runs}. Speedups and quality are against the uncached run "
+        "(`none`) of the same process. FLOPs cut = uncached / method FLOPs, both counted from what ran (every "
+        "linear layer, patch embedding and attention call of the transformer); analytic cut is HetCache's own "
+        "count. DiT speedup counts the transformer only; efficiency = DiT speedup / FLOPs cut. Schedule: ours as "
+        "planned; a peer's from its measured FLOPs per step (F >= 95% of uncached, R <= 5%, P between). Quality "
+        "compares model outputs before paste-back (PSNR dB, capped at 100 = identical; SSIM), inside the mask, "
+        "in the margin band and in the background.\n\n"
     )
     lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in report["methods"]:
         lines.append("| " + " | ".join(cell(row, key) for _, key in COLUMNS) + " |")
-    return head + "\n".join(lines) + "\n"
+    notes = [f"- `{row['method']}` ({row['status']}): {row['note']}" for row in report["methods"] if row.get("note")]
+    tail = ("\n\nNotes:\n" + "\n".join(notes)) if notes else ""
+    return head + "\n".join(lines) + tail + "\n"
 
 
-def plot_png(report: dict) -> bytes:
-    """Per-step decisions and FLOPs of each method (left); quality against speedup (right)."""
+def plot_png(report: dict, sweep: bool = False) -> bytes:
+    """In-mask PSNR against measured FLOPs cut and against DiT speedup, one line per method family.
+
+    A line joins the family's Pareto front (its presets or sweep points); every point is drawn.
+    Without a sweep, a left panel shows each method's measured FLOPs per step.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = report["methods"]
-    fig, (ax_steps, ax_q) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = {"full": "#c0392b", "partial": "#f39c12", "reuse": "#27ae60"}
-    for i, row in enumerate(rows):
-        records = [r for r in report["steps_detail"][row["method"]] if r["branch"] == "cond"]
-        peak = max((r["flops"] for r in records), default=1.0) or 1.0
-        for r in records:
-            height = max(0.08, 0.8 * r["flops"] / peak)  # reuse steps (0 FLOPs) stay visible
-            ax_steps.bar(r["step"], height, bottom=i, color=colors[r["decision"]], width=0.9)
-    ax_steps.set_yticks([i + 0.4 for i in range(len(rows))], [r["method"] for r in rows])
-    ax_steps.set_xlabel("denoising step (bar height: FLOPs of the step)")
-    ax_steps.set_title("decisions: full (red), partial (orange), reuse (green)")
-    for row in rows:
-        psnr = (row["quality"] or {}).get("psnr", {}).get("inside")
-        speed = row["transformer_speedup"] or row["speedup"]
-        if psnr is None:
-            continue
-        ax_q.scatter(speed, psnr)
-        ax_q.annotate(row["method"], (speed, psnr), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax_q.set_xlabel("transformer speedup vs uncached")
-    ax_q.set_ylabel("PSNR inside the mask vs uncached (dB, capped at 100)")
-    ax_q.set_title("quality against speed")
-    ax_q.grid(alpha=0.3)
+    panels = 2 if sweep else 3
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8))
+    if not sweep:
+        _steps_panel(axes[0], rows)
+    for ax, (key, label) in zip(axes[-2:], (("flops_cut", "measured FLOPs cut vs uncached"),
+                                            ("transformer_speedup", "DiT speedup vs uncached"))):  # fmt: skip
+        for i, (family, front) in enumerate(sorted(fronts(rows, key).items())):
+            color = f"C{i % 10}"
+            points = [r for r in rows if r["family"] == family and r.get("status") in ("ok", "broken")]
+            ax.scatter([r[key] for r in points if r.get(key)], [psnr_inside(r) for r in points if r.get(key)],
+                       color=color, alpha=0.35, s=18)  # fmt: skip
+            broken = " (broken on VACE)" if any(r["status"] == "broken" for r in front) else ""
+            ax.plot([r[key] for r in front], [psnr_inside(r) for r in front], "o-", color=color,
+                    label=family + broken)  # fmt: skip
+        ax.set_xlabel(label)
+        ax.set_ylabel("PSNR inside the mask vs uncached (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[-2].set_title("quality against work (Pareto front per method)")
+    axes[-1].set_title("quality against transformer speed")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -104,9 +115,24 @@ def plot_png(report: dict) -> bytes:
     return buf.getvalue()
 
 
-def write_reports(report: dict, out_dir: Path) -> dict[str, Path]:
+def _steps_panel(ax, rows: list[dict]) -> None:
+    """Measured FLOPs of each method's forwards (bar height), coloured by decision (F / P / R)."""
+    shown = [r for r in rows if r.get("forwards")]
+    peak = max((max(r["forwards"]) for r in shown), default=1.0) or 1.0
+    for i, row in enumerate(shown):
+        letters = row.get("measured_schedule") or ""
+        per_step = len(row["forwards"]) // max(len(letters), 1) or 1
+        for step, letter in enumerate(letters):
+            flops = row["forwards"][step * per_step]
+            ax.bar(step, max(0.08, 0.8 * flops / peak), bottom=i, color=_COLORS[letter], width=0.9)
+    ax.set_yticks([i + 0.4 for i in range(len(shown))], [r["method"] for r in shown], fontsize=7)
+    ax.set_xlabel("denoising step (bar height: measured FLOPs of its forward)")
+    ax.set_title("work per step: full (red), partial (orange), skipped (green)")
+
+
+def write_reports(report: dict, out_dir: Path, sweep: bool = False) -> dict[str, Path]:
     paths = {"markdown": out_dir / "bench.md", "json": out_dir / "bench.json", "plot": out_dir / "bench.png"}
     atomic_write_text(paths["markdown"], markdown(report))
     atomic_write_text(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
-    atomic_write_bytes(paths["plot"], plot_png(report))
+    atomic_write_bytes(paths["plot"], plot_png(report, sweep))
     return paths

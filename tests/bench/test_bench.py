@@ -26,7 +26,7 @@ def test_bench_end_to_end(small_clip, tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     args = [
         "bench", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",
-        "--model", tiny_model_dir, "--steps", 8, "--width", 128, "--height", 128,
+        "--model", tiny_model_dir, "--steps", 8, "--frames", 5, "--width", 64, "--height", 64,
         "--methods", "none,teacache:fast,hetcache:fast", "--out", out, "--json",
     ]
     r = CliRunner().invoke(app, [str(a) for a in args])
@@ -48,3 +48,35 @@ def test_bench_end_to_end(small_clip, tiny_model_dir, tmp_path):
         assert (out / name).is_file(), name
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| hetcache:fast |" in (out / "bench.md").read_text()
+
+
+def test_pareto_front_keeps_the_points_nothing_beats():
+    from hetcache_cli.bench.sweep import pareto_front
+
+    points = [(1.0, 60.0), (2.0, 50.0), (1.5, 40.0), (3.0, 45.0), (3.0, 30.0), (2.5, None)]
+    front = pareto_front(points, lambda p: p[0], lambda p: p[1])
+    assert front == [(1.0, 60.0), (2.0, 50.0), (3.0, 45.0)]
+
+
+def test_bench_sweep_gives_each_method_a_front_and_the_plot(small_clip, tiny_model_dir, tmp_path):
+    out = tmp_path / "sweep"
+    args = [
+        "bench", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",
+        "--model", tiny_model_dir, "--steps", 8, "--frames", 5, "--width", 64, "--height", 64,
+        "--sweep", "--methods", "hetcache,diffusers:fbcache", "--repeat", 0, "--no-warmup", "--out", out, "--json",
+    ]
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["sweep"] is True
+    families = [row["family"] for row in report["methods"]]
+    assert families.count("hetcache") >= 3 and families.count("diffusers:fbcache") == 5
+    ours = [row for row in report["methods"] if row["family"] == "hetcache"]
+    assert len({row["schedule"] for row in ours}) == len(ours)  # one run per distinct schedule
+    cuts = [row["flops_cut"] for row in ours]
+    assert max(cuts) > 1.5 and not any(row["timed"] for row in report["methods"])  # --repeat 0: counted runs only
+    from hetcache_cli.bench.sweep import fronts
+
+    front = fronts(report["methods"])["hetcache"]
+    assert front and [row["flops_cut"] for row in front] == sorted(row["flops_cut"] for row in front)
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
