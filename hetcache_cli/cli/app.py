@@ -1,25 +1,29 @@
-"""The `hetcache` command: registers the subcommands, nothing else."""
+"""The `hetcache` command: registers the subcommands, nothing else.
+
+One line per command in COMMANDS: (name, module, function). A command module defines the function
+and may define EPILOG (examples for its --help). Command modules import nothing heavy at module
+level (torch, diffusers, cv2 load inside the functions), so `--help` and bad input answer at once.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import typer
 
 from hetcache_cli import __version__
-from hetcache_cli.cli.bench import EPILOG as BENCH_EPILOG
-from hetcache_cli.cli.bench import bench
-from hetcache_cli.cli.edit import EPILOG as EDIT_EPILOG
-from hetcache_cli.cli.edit import edit
-from hetcache_cli.cli.eval import EPILOG as EVAL_EPILOG
-from hetcache_cli.cli.eval import eval_cmd
-from hetcache_cli.cli.mask import EPILOG as MASK_EPILOG
-from hetcache_cli.cli.mask import mask
-from hetcache_cli.cli.memory import EPILOG as MEMORY_EPILOG
-from hetcache_cli.cli.memory import memory
-from hetcache_cli.cli.run import EPILOG as RUN_EPILOG
-from hetcache_cli.cli.selftest import EPILOG as SELFTEST_EPILOG
-from hetcache_cli.cli.selftest import selftest
-from hetcache_cli.cli.run import run
-from hetcache_cli.cli.template import template
+
+COMMANDS = (
+    ("edit", "hetcache_cli.cli.edit", "edit"),
+    ("mask", "hetcache_cli.cli.mask", "mask"),
+    ("run", "hetcache_cli.cli.run", "run"),
+    ("template", "hetcache_cli.cli.template", "template"),
+    ("bench", "hetcache_cli.cli.bench", "bench"),
+    ("calibrate", "hetcache_cli.cli.calibrate", "calibrate"),
+    ("eval", "hetcache_cli.cli.eval", "eval_cmd"),
+    ("selftest", "hetcache_cli.cli.selftest", "selftest"),
+    ("memory", "hetcache_cli.cli.memory", "memory"),
+)
 
 app = typer.Typer(
     name="hetcache",
@@ -29,14 +33,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.command(epilog=EDIT_EPILOG)(edit)
-app.command(epilog=MASK_EPILOG)(mask)
-app.command(epilog=RUN_EPILOG)(run)
-app.command()(template)
-app.command(epilog=BENCH_EPILOG)(bench)
-app.command("eval", epilog=EVAL_EPILOG)(eval_cmd)
-app.command(epilog=SELFTEST_EPILOG)(selftest)
-app.command(epilog=MEMORY_EPILOG)(memory)
+
+for _name, _module, _function in COMMANDS:
+    _mod = importlib.import_module(_module)
+    app.command(_name, epilog=getattr(_mod, "EPILOG", None))(getattr(_mod, _function))
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,146 @@
+"""Presets for a model, chosen from a sweep on the user's own clips (`hetcache calibrate`).
+
+For every clip: the uncached run, then every HetCache grid point of `sweep.ours_grid` (thresholds
+fitted to this model's modulation signal by `cache.schedule.calibrate_thresholds`), each run once
+with its FLOPs counted from what ran. A candidate's quality is its worst in-mask PSNR against the
+uncached output over the clips; its cost, its mean measured FLOPs cut. Each preset gets the
+cheapest candidate (largest cut; ties: the better PSNR) that meets the preset's target. Targets
+fall from `quality` to `fast`, so the candidates that meet a stricter target are a subset of those
+that meet a looser one, and the cuts come out ordered quality <= balanced <= fast.
+
+The presets are written into a `hetcache_defaults.json` (`spec/model_defaults.py`), merged with
+what the file already holds, with a `calibration` record of what was measured.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hetcache_cli.bench.methods import Method
+from hetcache_cli.bench.sweep import combine, ours_grid
+from hetcache_cli.cache.config import PRESETS
+from hetcache_cli.errors import InputError
+
+# in-mask PSNR (dB) against the uncached output, worst clip. Published step caches on Wan2.1 measure
+# 24-27 dB over whole frames at ~2.5x (METHOD.md section 5); the targets ask more, inside the mask.
+DEFAULT_TARGETS = {"quality": 40.0, "balanced": 33.0, "fast": 28.0}
+
+
+@dataclass
+class Calibration:
+    targets: dict[str, float]
+    candidates: list[dict]  # one combined row per grid point (`sweep.combine`), with its settings
+    presets: dict[str, dict] = field(default_factory=dict)  # preset -> cache settings
+    chosen: dict[str, dict] = field(default_factory=dict)  # preset -> what was measured for it
+    missed: dict[str, str] = field(default_factory=dict)  # preset -> why nothing was chosen
+    record: dict = field(default_factory=dict)  # the file's `calibration` entry
+
+    def to_dict(self) -> dict:
+        return {
+            "targets": self.targets, "presets": self.presets, "chosen": self.chosen, "missed": self.missed,
+            "candidates": self.candidates, "calibration": self.record,
+        }  # fmt: skip
+
+
+def parse_targets(text: str | None) -> dict[str, float]:
+    """'quality=42,fast=30' -> the defaults with those replaced; they must fall from quality to fast."""
+    targets = dict(DEFAULT_TARGETS)
+    for item in (p.strip() for p in (text or "").split(",")):
+        if not item:
+            continue
+        name, _, value = item.partition("=")
+        if name not in PRESETS:
+            raise InputError(f"--targets: unknown preset {name!r}; use {', '.join(PRESETS)}, e.g. quality=40,fast=28")
+        try:
+            targets[name] = float(value)
+        except ValueError:
+            raise InputError(f"--targets: {item!r} needs a PSNR in dB after '=', e.g. {name}=35") from None
+    values = [targets[p] for p in PRESETS]
+    if any(a <= b for a, b in zip(values, values[1:])):
+        shown = ", ".join(f"{p}={targets[p]:g}" for p in PRESETS)
+        raise InputError(f"--targets {shown}: each preset needs a lower PSNR than the one before (quality > balanced > fast)")
+    return targets
+
+
+def calibrate(preps: list, pipe, model_info: dict, targets: dict[str, float], out_dir: Path, progress=None,
+              grid=None) -> Calibration:
+    """Run the grid on every clip and choose each preset's setting (see the module docstring)."""
+    from hetcache_cli.bench.core import run_bench
+
+    steps = {p.spec.steps for p in preps}
+    if len(steps) != 1:
+        raise InputError(f"the clips use different step counts {sorted(steps)}: calibrate one step count at a time")
+    pipe.scheduler.set_timesteps(preps[0].spec.steps, device=pipe.transformer.device)
+    candidates = ours_grid("hetcache", pipe.transformer, pipe.scheduler.timesteps, grid)
+    methods = [Method("none")] + candidates
+    reports = []
+    for i, prep in enumerate(preps):
+        folder = out_dir / f"clip{i}" if len(preps) > 1 else out_dir
+        reports.append(run_bench(prep, pipe, model_info, methods, 0, folder, warmup=False, progress=progress))
+    by_label = {m.label: m for m in candidates}
+    rows = [r for r in combine(reports) if r["method"] in by_label]
+    schedules = {r["method"]: r.get("schedule") for r in reports[0]["methods"]}
+    for row in rows:
+        row["settings"] = dict(by_label[row["method"]].settings)
+        row["schedule"] = schedules.get(row["method"])
+    result = Calibration(targets=targets, candidates=rows)
+    for name in PRESETS:
+        ok = [r for r in rows if r["psnr_inside_min"] is not None and r["psnr_inside_min"] >= targets[name]
+              and r["flops_cut"] is not None]  # fmt: skip
+        if not ok:
+            best = max((r["psnr_inside_min"] or 0.0 for r in rows), default=0.0)
+            result.missed[name] = f"no candidate reaches {targets[name]:g} dB inside the mask (best {best:.1f} dB)"
+            continue
+        pick = max(ok, key=lambda r: (round(r["flops_cut"], 6), r["psnr_inside_min"]))
+        result.presets[name] = pick["settings"]
+        result.chosen[name] = {
+            "candidate": pick["method"], "schedule": pick["schedule"], "psnr_inside_min": pick["psnr_inside_min"],
+            "psnr_inside_mean": pick["psnr_inside_mean"], "flops_cut": pick["flops_cut"],
+            "analytic_cut": pick["analytic_cut"], "target": targets[name],
+        }  # fmt: skip
+    result.record = _record(preps, model_info, result)
+    return result
+
+
+def _record(preps, model_info: dict, result: Calibration) -> dict:
+    from hetcache_cli import __version__
+
+    first = preps[0]
+    return {
+        "hetcache_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": model_info["name"],
+        "device": model_info["device"],
+        "dtype": model_info["dtype"],
+        "steps": first.spec.steps,
+        "guidance_scale": first.spec.guidance_scale,
+        "metric": "in-mask PSNR (dB) against the uncached output, worst clip; cost = mean measured FLOPs cut",
+        "targets": result.targets,
+        "clips": [
+            {"video": Path(p.spec.video).name, "mask": Path(p.spec.mask).name, "prompt": p.spec.prompt,
+             "frames": p.plan.frames, "width": p.plan.width, "height": p.plan.height}
+            for p in preps
+        ],  # fmt: skip
+        "chosen": result.chosen,
+        "missed": result.missed,
+    }
+
+
+def write_presets(path: Path, calibration: Calibration) -> dict:
+    """Merge the presets (and the calibration record) into the JSON file at `path`, atomically."""
+    from hetcache_cli.io.atomic import atomic_write_text
+    from hetcache_cli.spec.model_defaults import _check_presets, read_defaults_file
+
+    if not calibration.presets:
+        raise InputError(f"no preset met its target, nothing written: {'; '.join(calibration.missed.values())}")
+    existing = read_defaults_file(path) if path.is_file() else {}
+    doc = dict(existing)
+    doc["presets"] = dict(calibration.presets)  # a preset that missed its target falls back to the shipped one
+    doc["calibration"] = calibration.record
+    _check_presets(doc["presets"], path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return doc
