@@ -21,6 +21,13 @@ matched with `re.fullmatch`) match no Wan module (they are named `blocks.N.attn1
 so the adapter passes `^blocks\\.\\d+\\.attn[12]$`; cache-dit's 8 `Fn_compute_blocks` and 8
 warm-up steps are kept on models of >= 16 blocks and runs of >= 24 steps, and scaled down
 (a quarter of the blocks / steps, at least 1) below that.
+
+Known behaviour on Wan-VACE (evidence in docs/benchmarks.md): FirstBlockCache and MagCache add the
+VACE hints twice when they skip (`vace_check` shows it on every bench); SeaCache runs fail-open
+(`WanVACEPipeline` enters `cache_context` without the step index it needs); FasterCache raises;
+PyramidAttentionBroadcast keeps one state for both guidance branches, so with guidance > 1 the
+"uncond" pass reuses the "cond" pass's attention; cache-dit leaves its patched forwards behind
+after `disable_cache` (the bench restores them).
 """
 
 from __future__ import annotations

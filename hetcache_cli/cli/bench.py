@@ -89,7 +89,7 @@ def bench(
     spec: opt.SpecFile = None,
     methods: Methods = None,
     sweep: Sweep = False,
-    repeat: Annotated[int, typer.Option("--repeat", min=0, help="Timed runs per method (median reported).")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", min=0, help="Timed runs per method, median reported (0: only the FLOPs-counted run, whose times are not clean).")] = 1,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder [default: bench_<video stem>].")] = None,
     warmup: Annotated[bool, typer.Option("--warmup/--no-warmup", help="Untimed warm-up first.")] = True,
     model: opt.Model = None,
