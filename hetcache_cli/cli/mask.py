@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -115,6 +116,9 @@ def mask(
         unused = [name for name, value in flags.items() if value is not None]
         if unused:
             raise InputError(f"{unused[0]} is used only when SAM 2 tracks: add --point, or --track for the boxes")
+
+    if not Path(video).exists():  # before the imports below load cv2
+        raise InputError(f"video {video} does not exist; check the path")
 
     from hetcache_cli.mask.make import make_mask
 

@@ -41,6 +41,8 @@ def files(tmp_path):
     (["edit", "--help"], 0, "--preset"),
     (["bench", "--help"], 0, "--sweep"),
     (["calibrate", "--help"], 0, "--targets"),
+    (["mask", "--help"], 0, "--track"),
+    (["memory", "--help"], 0, "--cache-dtype"),
     (["edit", "missing.mp4", "-m", "mask.png", "-p", "a red ball"], 2, "video missing.mp4 does not exist"),
     (["edit", "clip.mp4", "-m", "nomask.png", "-p", "a red ball"], 2, "mask nomask.png does not exist"),
     (["edit", "clip.mp4", "-m", "mask.png", "-p", "a red ball"], 2, "already exists; pass --overwrite"),
@@ -51,6 +53,8 @@ def files(tmp_path):
     (["bench", "clip.mp4", "-m", "mask.png", "-p", "x", "--methods", "diffusers:nocache"], 2, "unknown peer"),
     (["calibrate", "missing.mp4", "-m", "mask.png", "-p", "x"], 2, "video missing.mp4 does not exist"),
     (["calibrate", "clip.mp4", "-m", "mask.png", "-p", "x", "--targets", "fast=50"], 2, "lower PSNR"),
+    (["mask", "missing.mp4", "--box", "1,2,30,40"], 2, "video missing.mp4 does not exist"),
+    (["mask", "clip.mp4", "--box", "1,2,30,40", "--tracker", "t"], 2, "--tracker is used only when SAM 2 tracks"),
     (["selftest", "--device", "gpu"], 2, "is not valid"),
 ])  # fmt: skip
 def test_help_and_input_errors_import_no_torch(files, args, code, fragment):
