@@ -269,13 +269,15 @@ def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats
     for _, transformer in experts:
         if HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME) is not None:
             raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
-        offload.check_blocks(transformer)
+        if config.method != "none":  # "none" runs the transformer's own forward: block hooks run as usual
+            offload.check_blocks(transformer)
     if stats is not None and stats.dims is None:
         stats.dims = ModelDims.from_config(experts[0][1].config)
     hooks = {}
     for name, transformer in experts:
         hooks[name] = HetCacheHook(config, stats, pipe, expert=name)
-        offload.attach(HookRegistry.check_if_exists_or_initialize(transformer), hooks[name], HOOK_NAME)
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        offload.attach(registry, hooks[name], HOOK_NAME, outermost=config.method == "none")
     if pipe is not None:
         attach_group(pipe, hooks)
     return next(iter(hooks.values()))

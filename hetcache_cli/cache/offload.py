@@ -66,11 +66,15 @@ def _below_accelerate(module):
         module.forward = outer
 
 
-def attach(registry, hook, name: str) -> None:
-    """Register `hook` (a `new_forward` hook) so that every other hook on the module still wraps its compute."""
+def attach(registry, hook, name: str, outermost: bool = False) -> None:
+    """Register `hook` (a `new_forward` hook) so that every other hook on the module still wraps its compute.
+
+    `outermost`: for a hook that only wraps the module's forward chain (method "none", which times
+    and counts the forwards of whatever runs inside, another cache's included), register it on top.
+    """
     module = registry._module_ref
     for other in registry._hook_order:
-        if hasattr(registry.hooks[other], "new_forward"):
+        if not outermost and hasattr(registry.hooks[other], "new_forward"):
             raise ValueError(
                 f"the transformer has the diffusers hook {other!r}, which replaces its forward: HetCache cannot run "
                 "with it; remove it before applying HetCache"
@@ -78,7 +82,7 @@ def attach(registry, hook, name: str) -> None:
     with _below_accelerate(module):
         registry.register_hook(hook, name)
         refs = registry._fn_refs
-        if len(refs) > 1:
+        if len(refs) > 1 and not outermost:
             # hooks registered before ours would be skipped by our forward: put our compute at the bottom
             # of the chain, where the module's own forward was, and let our place pass calls through
             ours, bottom = refs[-1], refs[0]

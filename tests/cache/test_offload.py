@@ -8,6 +8,7 @@ onloaded first. The uncached offloaded run checks the harness itself.
 
 import pytest
 import torch
+from diffusers.hooks import ModelHook
 
 from hetcache_cli.cache import HetCacheConfig, StepStats, apply_hetcache, offload, remove_hetcache
 
@@ -142,3 +143,52 @@ def test_model_cpu_offload_moves_both_experts_before_their_steps(poison, small_c
     remove_hetcache(pipe)
     remove_hetcache(reference)
     assert torch.equal(run_pipe(pipe, *small_clip, steps=steps), run_pipe(reference, *small_clip, steps=steps))
+
+
+class Halve(ModelHook):
+    """A transformer hook that replaces its forward (as a whole-model cache would): the output halved."""
+
+    def new_forward(self, module, *args, **kwargs):
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        return (out[0] * 0.5,) if isinstance(out, tuple) else type(out)(sample=out.sample * 0.5)
+
+
+def test_another_caches_hooks_refuse_hetcache_but_method_none_wraps_them(pipe, small_clip):
+    """HetCache's compact stream would bypass a block-replacing hook; method none (the bench's timer) runs inside it."""
+    from diffusers import FirstBlockCacheConfig
+    from diffusers.hooks import HookRegistry
+
+    steps = len(SCHEDULE)
+    transformer = pipe.transformer
+
+    def alone_and_wrapped(enable, disable):
+        enable()
+        try:
+            alone = run_pipe(pipe, *small_clip, steps=steps)
+        finally:
+            disable()
+        enable()  # fresh cache state for the second run
+        try:
+            with pytest.raises(ValueError, match="replaces its forward"):
+                apply_hetcache(pipe, HetCacheConfig(schedule=SCHEDULE))
+            stats = StepStats()
+            apply_hetcache(pipe, HetCacheConfig(method="none"), stats=stats)
+            try:
+                wrapped = run_pipe(pipe, *small_clip, steps=steps)
+            finally:
+                remove_hetcache(pipe)
+        finally:
+            disable()
+        return alone, wrapped, stats
+
+    fbc = FirstBlockCacheConfig(threshold=0.5)
+    alone, wrapped, stats = alone_and_wrapped(lambda: transformer.enable_cache(fbc), transformer.disable_cache)
+    assert torch.equal(alone, wrapped) and len(stats.records) == 2 * steps
+
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    alone, wrapped, stats = alone_and_wrapped(
+        lambda: registry.register_hook(Halve(), "halve"), lambda: registry.remove_hook("halve", recurse=False)
+    )
+    uncached = run_pipe(pipe, *small_clip, steps=steps)
+    assert torch.equal(alone, wrapped) and len(stats.records) == 2 * steps
+    assert not torch.equal(alone, uncached)  # the hook ran in both
