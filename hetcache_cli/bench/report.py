@@ -105,7 +105,10 @@ def plot_png(report: dict, sweep: bool = False) -> bytes:
         ax.set_xlabel(label)
         ax.set_ylabel("PSNR inside the mask vs uncached (dB)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no cached run with an effect to plot", ha="center", va="center", transform=ax.transAxes)
     axes[-2].set_title("quality against work (Pareto front per method)")
     axes[-1].set_title("quality against transformer speed")
     fig.tight_layout()
