@@ -38,12 +38,12 @@ def resolve_outputs(spec) -> tuple[Path, Path]:
 
 def check_paths(spec, overwrite: bool = False) -> tuple[Path, Path]:
     """The input files exist and the outputs may be written; returns the outputs."""
-    video, mask = Path(spec.video), Path(spec.mask)
+    video, mask = Path(spec.video), Path(spec.mask) if spec.mask else None  # no mask: box keyframes
     if not video.exists():
         raise InputError(f"video {video} does not exist; check the path")
     if video.is_dir():
         raise InputError(f"video {video} is a folder; pass a video file such as clip.mp4")
-    if not mask.exists():
+    if mask is not None and not mask.exists():
         raise InputError(f"mask {mask} does not exist; check the path")
     output, stats = resolve_outputs(spec)
     if output.exists() and not overwrite:

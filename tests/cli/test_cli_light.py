@@ -46,6 +46,7 @@ def files(tmp_path):
     (["edit", "missing.mp4", "-m", "mask.png", "-p", "a red ball"], 2, "video missing.mp4 does not exist"),
     (["edit", "clip.mp4", "-m", "nomask.png", "-p", "a red ball"], 2, "mask nomask.png does not exist"),
     (["edit", "clip.mp4", "-m", "mask.png", "-p", "a red ball"], 2, "already exists; pass --overwrite"),
+    (["edit", "clip.mp4", "--box", "1,2,30,40", "-p", "a red ball"], 2, "already exists; pass --overwrite"),
     (["edit", "--spec", "bad.yaml"], 2, "unknown key 'stepz'"),
     (["edit", "clip.mp4", "--bogus"], 2, "No such option"),
     (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "--preset", "ludicrous"], 2, "preset 'ludicrous'"),
