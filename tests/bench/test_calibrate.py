@@ -53,7 +53,7 @@ def test_targets_parse_and_must_fall_from_quality_to_fast():
 
 def test_write_presets_merges_into_an_existing_defaults_file(tmp_path):
     path = tmp_path / "hetcache_defaults.json"
-    path.write_text(json.dumps({"guidance_scale": 1.0, "presets": {"fast": {"reuse_threshold": 0.2}}}))
+    path.write_text(json.dumps({"guidance_scale": 1.0, "presets": {"fast": {"reuse_threshold": 0.1}}}))
     calibration = Calibration(targets=DEFAULT_TARGETS, candidates=[],
                               presets={"quality": {"full_threshold": 0.1}, "balanced": {"full_threshold": 0.3}},
                               missed={"fast": "no candidate reaches 28 dB"}, record={"steps": 30})  # fmt: skip

@@ -20,11 +20,11 @@ def _folder(tmp_path, content):
 
 
 def test_a_models_preset_replaces_the_shipped_one_and_spec_keys_still_win(tmp_path):
-    model = _folder(tmp_path, {"guidance_scale": 2.0, "presets": {"fast": {"reuse_threshold": 0.2, "warmup_steps": 3}}})
+    model = _folder(tmp_path, {"guidance_scale": 2.0, "presets": {"fast": {"reuse_threshold": 0.1, "warmup_steps": 3}}})
     spec = build_spec({**BASE, "model": model, "cache": {"preset": "fast"}})
     config = spec.cache_config()
     shipped = build_config(preset="fast")
-    assert (config.reuse_threshold, config.warmup_steps, config.preset) == (0.2, 3, "fast")
+    assert (config.reuse_threshold, config.warmup_steps, config.preset) == (0.1, 3, "fast")
     assert config.full_threshold == build_config().full_threshold != shipped.full_threshold  # not merged with shipped
     spec = build_spec({**BASE, "model": model, "cache": {"preset": "fast", "warmup_steps": 1}})
     assert spec.cache_config().warmup_steps == 1
@@ -35,12 +35,12 @@ def test_a_models_preset_replaces_the_shipped_one_and_spec_keys_still_win(tmp_pa
 
 def test_the_user_config_folder_wins_over_the_model_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HETCACHE_CONFIG_DIR", str(tmp_path / "config"))
-    model = _folder(tmp_path, {"presets": {"fast": {"reuse_threshold": 0.2}, "quality": {"reuse_threshold": 0.01}}})
+    model = _folder(tmp_path, {"presets": {"fast": {"reuse_threshold": 0.1}, "quality": {"reuse_threshold": 0.01}}})
     user = user_defaults_path(model)
     assert user.parent.name == model_key(model) and "/" not in model_key(model)
     user.parent.mkdir(parents=True)
-    user.write_text(json.dumps({"presets": {"fast": {"reuse_threshold": 0.25}}}))
-    assert model_presets(model) == {"fast": {"reuse_threshold": 0.25}, "quality": {"reuse_threshold": 0.01}}
+    user.write_text(json.dumps({"presets": {"fast": {"reuse_threshold": 0.09}}}))
+    assert model_presets(model) == {"fast": {"reuse_threshold": 0.09}, "quality": {"reuse_threshold": 0.01}}
     hub = user_defaults_path("Wan-AI/Wan2.1-VACE-1.3B-diffusers")
     assert hub.parent.name == "Wan-AI--Wan2.1-VACE-1.3B-diffusers"
 
