@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Optional
 
-import numpy as np
-
 import typer
 
 from hetcache_cli.cli import options as opt
@@ -129,6 +127,8 @@ def eval_cmd(
         logger.info("%s skipped: %s", metric, reason)
     windows = edit_windows(prediction, stats, frames)
     if windows is not None and len(windows) > 1:
+        import numpy as np
+
         from hetcache_cli.eval.seams import seam_report
 
         region = edit_mask if edit_mask is not None else np.ones((frames, ref.height, ref.width), bool)

@@ -15,8 +15,10 @@ re-planned for every pipeline call.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where pixels are handled: spec checks and --help stay light
+    import numpy as np
 
 __all__ = [
     "MIN_WINDOW_FRAMES", "Window", "check_window_settings", "crossfade", "crossfade_weights", "describe_windows",
@@ -139,6 +141,8 @@ def crossfade_weights(window: Window) -> np.ndarray:
     the blend frames the weight rises linearly in (0, 1). Without blend frames it rises over the
     known frames instead.
     """
+    import numpy as np
+
     ramp = window.blend if window.blend else window.shared
     rising = np.arange(1, ramp + 1, dtype=np.float32) / np.float32(ramp + 1)
     return np.concatenate([np.zeros(window.shared - ramp, np.float32), rising])
@@ -146,6 +150,8 @@ def crossfade_weights(window: Window) -> np.ndarray:
 
 def crossfade(previous: np.ndarray, current: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """uint8 [n, H, W, 3]: `(1 - w) * previous + w * current` per frame (w = `weights`, [n])."""
+    import numpy as np
+
     w = weights.astype(np.float32)[:, None, None, None]
     mixed = (1.0 - w) * previous.astype(np.float32) + w * current.astype(np.float32)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
@@ -165,6 +171,8 @@ def match_color(raw: np.ndarray, target: np.ndarray, region: np.ndarray, known: 
         out = gain * raw + offset with gain and offset chosen so that mean and standard deviation over
         those frames' region match the target's. Without region pixels nothing changes.
     """
+    import numpy as np
+
     sel = region[:known]
     if known == 0 or not sel.any():
         return raw, {"gain": [1.0, 1.0, 1.0], "offset": [0.0, 0.0, 0.0]}
@@ -190,6 +198,8 @@ def window_mask(mask: np.ndarray, window: Window) -> np.ndarray:
 
 def pad_frames(frames: np.ndarray, pad: int) -> np.ndarray:
     """`frames` with its last frame repeated `pad` more times."""
+    import numpy as np
+
     if not pad:
         return frames
     return np.concatenate([frames, np.repeat(frames[-1:], pad, axis=0)])
