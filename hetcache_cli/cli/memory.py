@@ -45,12 +45,14 @@ def memory(
     setup_logging(json_out)
     from hetcache_cli.cache.config import CACHE_DEVICES, CACHE_DTYPES
     from hetcache_cli.cache.state import format_bytes as size
-    from hetcache_cli.pipeline.memory import estimate, fit_table, format_table, model_sizes
+    from hetcache_cli.pipeline.memory import OFFLOADS, estimate, fit_table, format_table, model_sizes
 
     if cache_dtype is not None and cache_dtype not in CACHE_DTYPES:
         raise InputError(f"--cache-dtype {cache_dtype!r} is not valid; use one of {', '.join(CACHE_DTYPES)}")
     if cache_device is not None and cache_device not in CACHE_DEVICES:
         raise InputError(f"--cache-device {cache_device!r} is not valid; use cuda or cpu")
+    if offload is not None and offload not in OFFLOADS:
+        raise InputError(f"--offload {offload!r} is not valid; use one of {', '.join(OFFLOADS)}")
     if model is None:
         rows = fit_table()
         if json_out:

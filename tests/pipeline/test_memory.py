@@ -77,3 +77,6 @@ def test_memory_command():
     assert r.exit_code == 2 and "is not known here" in r.stderr
     r = runner.invoke(app, ["memory", "--model", "wan2.1-vace-1.3b", "--frames", "32"])
     assert r.exit_code == 2 and "use 4k+1 frames" in r.stderr
+    for args in (["--offload", "bogus"], ["--model", "wan2.1-vace-1.3b", "--offload", "bogus"]):  # table or one model
+        r = runner.invoke(app, ["memory", *args])
+        assert r.exit_code == 2 and "--offload 'bogus' is not valid" in r.stderr and not r.stdout
