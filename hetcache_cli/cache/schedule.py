@@ -46,7 +46,9 @@ def modulation_signal(transformer, timesteps: torch.Tensor | Sequence[float]) ->
     freq = embedder.timesteps_proj(t)  # [S, freq_dim]
     if param.dtype != torch.int8:
         freq = freq.to(param.dtype)
-    temb = embedder.time_embedder(freq)
+    # diffusers keeps time_embedder in float32 (`_keep_in_fp32_modules`) and casts its output to the
+    # dtype the rest of the model computes in, as its own forward does (`type_as` the prompt embeds).
+    temb = embedder.time_embedder(freq).to(transformer.dtype)
     proj = embedder.time_proj(embedder.act_fn(temb)).float()  # [S, 6 * D]
     change = (proj[1:] - proj[:-1]).abs().mean(dim=-1) / proj[:-1].abs().mean(dim=-1).clamp_min(1e-12)
     return [0.0] + change.cpu().tolist()
