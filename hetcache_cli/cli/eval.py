@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -24,9 +25,16 @@ Examples:
 
   hetcache eval long_edited.mp4 -r long.mp4 -m track.mp4 --stats long_edited.stats.json
 
+  hetcache eval out_hetcache.mp4 -r out_uncached.mp4 -m mask.png --side-by-side cmp.mp4 --plot cache.png
+
 For a video edited in windows (its statistics beside it, or --stats), the report adds the
 temporal error at the window joins next to the median inside windows, and the colour drift
 of the masked region from the first window to the last (the reference's beside it).
+
+--side-by-side writes the reference, the prediction and their difference as a heat map (black where
+they agree) in three panels, the mask outlined on each, at the reference's frame rate. --plot draws
+the edit's statistics: the steps computed fully / partially / reused per window and branch, the
+tokens computed per class, the FLOPs per step against the uncached run and the time per window.
 """
 
 Reference = Annotated[
@@ -37,12 +45,21 @@ StatsFile = Annotated[
     Optional[str],
     typer.Option(
         "--stats",
-        help="The edit's statistics JSON, for its window joins [default: <prediction stem>.stats.json if present].",
+        help="The edit's statistics JSON, for its window joins and --plot [default: <prediction stem>.stats.json if present].",
     ),
 ]
 MarginPx = Annotated[
     Optional[int],
     typer.Option("--margin-px", help="Width of the band around the mask reported as 'margin' [default: 16]."),
+]
+
+SideBySide = Annotated[
+    Optional[str],
+    typer.Option("--side-by-side", help="Also write reference | prediction | difference heat map as this MP4.", show_default=False),
+]
+Plot = Annotated[
+    Optional[str],
+    typer.Option("--plot", help="Also draw what the cache did, from the statistics, into this PNG (needs matplotlib).", show_default=False),
 ]
 
 
@@ -95,10 +112,20 @@ def eval_cmd(
     mask_invert: opt.MaskInvert = None,
     margin_px: MarginPx = None,
     stats: StatsFile = None,
+    side_by_side: SideBySide = None,
+    plot: Plot = None,
     json_out: opt.Json = False,
 ) -> None:
     """Compare a video with a reference: PSNR, SSIM, temporal warp error (LPIPS when installed), per mask region."""
     setup_logging()
+    from hetcache_cli.report.paths import VIDEO_SUFFIXES, check_output_file, check_plot_possible
+
+    inputs = (prediction, reference, mask, stats)
+    if side_by_side is not None:
+        check_output_file(side_by_side, VIDEO_SUFFIXES, "--side-by-side", inputs)
+    if plot is not None:
+        check_plot_possible(plot, "--plot", inputs + (side_by_side,))
+        stats_doc = load_stats(prediction, stats, required=True)[1]
     from hetcache_cli.eval.metrics import compare_videos
     from hetcache_cli.io.mask import load_mask
     from hetcache_cli.io.video import read_video
@@ -134,6 +161,19 @@ def eval_cmd(
         region = edit_mask if edit_mask is not None else np.ones((frames, ref.height, ref.width), bool)
         result["seams"] = seam_report(pred.frames[:frames], region, windows, ref.frames[:frames])
 
+    written = {}
+    if side_by_side is not None:
+        from hetcache_cli.report.side_by_side import write_side_by_side
+
+        names = (f"reference {Path(reference).name}", f"prediction {Path(prediction).name}")
+        written["side_by_side"] = write_side_by_side(
+            side_by_side, pred.frames[:frames], ref.frames[:frames], edit_mask, ref.rate, names
+        )["path"]
+    if plot is not None:
+        from hetcache_cli.report.cache_plot import write_cache_plot
+
+        written["plot"] = str(write_cache_plot(plot, stats_doc))
+
     if json_out:
         inputs = {
             "prediction": str(prediction),
@@ -142,27 +182,43 @@ def eval_cmd(
             "frames_prediction": pred.num_frames,
             "frames_reference": ref.num_frames,
         }
-        print_json({**inputs, **result})
+        print_json({**inputs, **result, **written})
     else:
         stdout.print(results_table(result))
         if "seams" in result:
             stdout.print(seams_text(result["seams"], len(windows), edit_mask is not None), highlight=False)
+        for path in written.values():
+            stdout.print(f"wrote {path}", highlight=False)
 
 
-def edit_windows(prediction: str, stats: str | None, frames: int) -> list[dict] | None:
-    """The windows an edit's statistics list (None without statistics); bad or mismatched files are errors."""
+def load_stats(prediction: str, stats: str | None, required: bool = False) -> tuple[Path, dict] | None:
+    """The edit's statistics (--stats, else beside the prediction); None when absent and not required."""
     import json
-    from pathlib import Path
 
     path = Path(stats) if stats is not None else Path(prediction).with_name(f"{Path(prediction).stem}.stats.json")
     if not path.is_file():
         if stats is not None:
             raise InputError(f"statistics {path} do not exist; check the --stats path")
+        if required:
+            raise InputError(f"--plot draws the edit's statistics, and {path} does not exist; pass them with --stats")
         return None
     try:
-        windows = json.loads(path.read_text()).get("windows")
-    except (OSError, ValueError, AttributeError) as exc:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("steps", []), list):
+            raise ValueError("no step records")
+    except (OSError, ValueError) as exc:
         raise InputError(f"{path} is not an edit's statistics JSON ({exc}); pass the .stats.json hetcache wrote") from None
+    if required and not doc.get("steps"):
+        raise InputError(f"{path} holds no step records; pass the .stats.json hetcache edit wrote")
+    return path, doc
+
+
+def edit_windows(prediction: str, stats: str | None, frames: int) -> list[dict] | None:
+    """The windows an edit's statistics list (None without statistics); bad or mismatched files are errors."""
+    found = load_stats(prediction, stats)
+    if found is None:
+        return None
+    path, windows = found[0], found[1].get("windows")
     if windows is None:
         return None
     if not windows or windows[-1].get("stop") != frames:
