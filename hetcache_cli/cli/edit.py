@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -30,12 +32,35 @@ Examples:
 
   hetcache edit street.mp4 --box 400,220,560,400 -p "an empty street" --mask-fill gray --dry-run
 
+  hetcache edit long.mp4 -m track.mp4 -p "a red car" --preview --plot
+
+  hetcache edit long.mp4 -m track.mp4 -p "a red car" --preview-frame 240
+
 The output keeps the video's size, frame count, frame rate and audio (--no-audio drops it); only the
 masked region changes. The model works on a crop around the mask (--crop full: the whole frame),
 scaled to at most max_area pixels, and the result is stitched back at full resolution. A clip longer
 than --window-frames is edited in overlapping windows (every frame kept); an interrupted long edit
 keeps its finished windows beside the output: rerun with --resume.
+
+--preview edits one window only (the one whose mask covers the most pixels, or the one holding
+--preview-frame) with every setting of the full run, writes <output stem>.preview.png (source, mask
+outlined and edit for a few frames), .preview.mp4 and .preview.stats.json, prints the window's time
+and the estimated time of the whole edit, and writes no output video. --plot draws what the cache
+did (steps, tokens per class, FLOPs, time per window) into <output stem>.cache.png.
 """
+
+Preview = Annotated[
+    bool,
+    typer.Option("--preview", help="Edit one window only (the mask's largest) and write a preview; no output video."),
+]
+PreviewFrame = Annotated[
+    Optional[int],
+    typer.Option("--preview-frame", metavar="FRAME", help="Preview the window holding clip frame FRAME (implies --preview)."),
+]
+Plot = Annotated[
+    bool,
+    typer.Option("--plot", help="Also draw what the cache did into <output stem>.cache.png (needs matplotlib)."),
+]
 
 
 def flag_values(**flags) -> dict:
@@ -199,6 +224,9 @@ def edit(
     dtype: opt.Dtype = None,
     offload: opt.Offload = None,
     dry_run: opt.DryRun = False,
+    preview: Preview = False,
+    preview_frame: PreviewFrame = None,
+    plot: Plot = False,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -214,7 +242,22 @@ def edit(
         cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )
     edit_spec = spec_from_cli(spec, flags)
-    check_paths(edit_spec, overwrite)  # bad paths fail here, before torch is imported
+    preview = preview or preview_frame is not None
+    if preview and (dry_run or resume):
+        raise InputError(f"--preview runs one window and writes no output; drop {'--dry-run' if dry_run else '--resume'}")
+    # bad paths fail here, before torch is imported; a preview never writes the output, so it may exist
+    output, _ = check_paths(edit_spec, overwrite or preview)
+    if plot:
+        from hetcache_cli.report.cache_plot import missing_matplotlib
+
+        if (problem := missing_matplotlib()) is not None:
+            raise InputError(problem)
+    if preview:
+        from hetcache_cli.report.preview import check_preview
+
+        paths = check_preview(output, preview_frame, plot)
+        run_preview(edit_spec, paths, preview_frame, quiet, json_out)
+        return
 
     from hetcache_cli.pipeline.model import PipelinePool
 
@@ -223,6 +266,10 @@ def edit(
         return
     result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out, resume=resume)
     summary = result_summary(result)
+    if plot:
+        from hetcache_cli.report.cache_plot import write_cache_plot
+
+        summary["plot"] = str(write_cache_plot(output.with_name(f"{output.stem}.cache.png"), result.stats))
     if json_out:
         print_json(summary)
     elif not quiet:
@@ -236,6 +283,59 @@ def edit(
             + f") in {summary['wall_s']:.1f} s; cache {summary['cache']}: "
             f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards"
             + (f" ({per_expert})" if per_expert else "")
-            + f", {summary['flops_ratio']:.0%} of uncached FLOPs; stats: {summary['stats']}",
+            + f", {summary['flops_ratio']:.0%} of uncached FLOPs; stats: {summary['stats']}"
+            + (f"; plot: {summary['plot']}" if plot else ""),
             highlight=False,
         )
+
+
+def run_preview(spec, paths, frame: int | None, quiet: bool, json_out: bool) -> None:
+    """Prepare the edit, pick the window, load the model, run and report the preview."""
+    from hetcache_cli.pipeline.edit import prepare_edit
+    from hetcache_cli.pipeline.model import PipelinePool
+    from hetcache_cli.report.preview import pick_window, run_preview as preview_window
+
+    with _held_logs():  # a frame beyond the clip fails before the model loads, in one line
+        prep = prepare_edit(spec, overwrite=True)
+        window = pick_window(prep.windows, prep.mask, frame)
+    quiet_libraries()
+    pipe, info = PipelinePool().get(spec.model, spec.device, spec.dtype, spec.offload)
+    label = f"preview (window {window.index + 1}/{len(prep.windows)})"
+    with StepProgress(label, spec.steps, quiet=quiet or json_out) as bar:
+        summary = preview_window(prep, pipe, info, window, paths, progress=lambda d, t: bar.update(d, t, None))
+    if json_out:
+        print_json(summary)
+    elif not quiet:
+        written = ", ".join(p for p in (summary["sheet"], summary["video"], summary["stats"], summary["plot"]) if p)
+        stdout.print(
+            f"preview: window {window.index + 1} of {len(prep.windows)} (frames {window.start}-{window.stop - 1}) in "
+            f"{summary['window_s']:.1f} s; the whole edit ({len(prep.windows)} window(s)) would take about "
+            f"{_duration(summary['estimate_s'])}; wrote {written} (no output video)",
+            highlight=False,
+        )
+
+
+@contextlib.contextmanager
+def _held_logs():
+    """Hold back what the block logs, and show it only when the block succeeds."""
+    package = logging.getLogger("hetcache_cli")
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    package.addHandler(handler)
+    package.propagate = False
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.propagate = True
+    for record in held:
+        logging.getLogger(record.name).handle(record)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -20,10 +20,10 @@ import logging
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 
@@ -112,22 +112,26 @@ def run_edit(
     progress: ProgressFn | None = None,
     resume: bool = False,
     keep_frames: bool = False,
+    only_windows: Collection[int] | None = None,
 ) -> EditResult:
     """Run the denoising window by window with the cache attached, then write the video and its statistics.
 
     Args:
         resume: reuse the finished windows an interrupted run with the same settings left beside the output.
         keep_frames: also return the written frames and the raw model output (for benchmarks).
+        only_windows: run only the windows of these indices (a preview) and write nothing: the result's
+            `frames` hold their edited frames, [sum of their frames, H, W, 3] uint8 at the source's size,
+            and its `stats` list only them. A window whose predecessor does not run gets no known frames.
     """
     windows = prep.windows
     store: WindowStore
-    if len(windows) > 1:
+    if len(windows) > 1 and only_windows is None:
         store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
         prep.messages.extend(store.messages)
     else:
         store = MemoryStore()
     try:
-        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames)
+        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames, only_windows)
     except KeyboardInterrupt:
         kept = store.count_finished(len(windows)) if isinstance(store, WorkDir) else 0
         if kept:
@@ -138,7 +142,8 @@ def run_edit(
         raise
 
 
-def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStore, progress, keep_frames: bool):
+def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStore, progress, keep_frames: bool,
+                   only: Collection[int] | None = None):  # fmt: skip
     import torch
 
     from hetcache_cli.cache import StepStats, apply_hetcache, remove_hetcache
@@ -146,6 +151,8 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
     from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
 
     spec, windows = prep.spec, prep.windows
+    if only is not None:
+        windows = [w if w.index - 1 in only else replace(w, shared=0, known=0) for w in windows if w.index in only]
     device = execution_device(pipe)  # under offloading the weights may sit in host memory
     guidance_kwargs(pipe, spec.guidance_scale_2, spec.model)
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
@@ -192,6 +199,10 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
         "steps": records,
         "summary": summary,
     }
+    if only is not None:
+        frames = np.concatenate([np.stack([patched_frame(prep.frames[t], load_patch(store, w.index)[0], t)
+                                           for t in range(w.start, w.stop)]) for w in windows])  # fmt: skip
+        return EditResult(prep.output, prep.stats_path, doc, frames)
     encode = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
     frames_out = output_frames(store, windows, prep.frames)
     write_video_with_audio(prep.output, frames_out, prep.rate or prep.fps, Path(spec.video), prep.audio, **encode)

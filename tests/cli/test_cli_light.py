@@ -57,6 +57,10 @@ def files(tmp_path):
     (["mask", "missing.mp4", "--box", "1,2,30,40"], 2, "video missing.mp4 does not exist"),
     (["mask", "clip.mp4", "--box", "1,2,30,40", "--tracker", "t"], 2, "--tracker is used only when SAM 2 tracks"),
     (["selftest", "--device", "gpu"], 2, "is not valid"),
+    (["eval", "--help"], 0, "--side-by-side"),
+    (["eval", "clip.mp4", "-r", "clip.mp4", "--side-by-side", "nowhere/cmp.mp4"], 2, "folder nowhere for --side-by-side"),
+    (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "--preview-frame", "-1"], 2, "--preview-frame -1 is negative"),
+    (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "-o", "nowhere/o.mp4", "--preview"], 2, "output folder nowhere"),
 ])  # fmt: skip
 def test_help_and_input_errors_import_no_torch(files, args, code, fragment):
     returncode, imported, output = run_cli(args, files)

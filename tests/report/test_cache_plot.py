@@ -85,7 +85,9 @@ def test_without_matplotlib_one_line_says_how_to_install_it(tmp_path, monkeypatc
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     assert "pip install matplotlib" in cache_plot.missing_matplotlib()
-    for args in (["eval", small_clip["video"], "-r", small_clip["video"], "--plot", tmp_path / "p.png"],):
+    out = tmp_path / "o.mp4"
+    for args in (["eval", small_clip["video"], "-r", small_clip["video"], "--plot", tmp_path / "p.png"],
+                 ["edit", small_clip["video"], "-m", small_clip["mask"], "-p", "x", "-o", out, "--plot"]):  # fmt: skip
         r = runner.invoke(app, [str(a) for a in args])
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.exit_code == 2 and len(lines) == 1 and "pip install matplotlib" in lines[0], r.stderr
