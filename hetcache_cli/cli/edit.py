@@ -55,7 +55,9 @@ Preview = Annotated[
 ]
 PreviewFrame = Annotated[
     Optional[int],
-    typer.Option("--preview-frame", metavar="FRAME", help="Preview the window holding clip frame FRAME (implies --preview)."),
+    typer.Option(
+        "--preview-frame", metavar="FRAME", help="Preview the window holding clip frame FRAME (implies --preview)."
+    ),
 ]
 Plot = Annotated[
     bool,
@@ -244,7 +246,8 @@ def edit(
     edit_spec = spec_from_cli(spec, flags)
     preview = preview or preview_frame is not None
     if preview and (dry_run or resume):
-        raise InputError(f"--preview runs one window and writes no output; drop {'--dry-run' if dry_run else '--resume'}")
+        other = "--dry-run" if dry_run else "--resume"
+        raise InputError(f"--preview runs one window and writes no output; drop {other}")
     # bad paths fail here, before torch is imported; a preview never writes the output, so it may exist
     output, _ = check_paths(edit_spec, overwrite or preview)
     if plot:

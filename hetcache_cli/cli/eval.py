@@ -55,11 +55,16 @@ MarginPx = Annotated[
 
 SideBySide = Annotated[
     Optional[str],
-    typer.Option("--side-by-side", help="Also write reference | prediction | difference heat map as this MP4.", show_default=False),
+    typer.Option(
+        "--side-by-side", help="Also write reference | prediction | difference heat map as this MP4.", show_default=False
+    ),
 ]
 Plot = Annotated[
     Optional[str],
-    typer.Option("--plot", help="Also draw what the cache did, from the statistics, into this PNG (needs matplotlib).", show_default=False),
+    typer.Option(
+        "--plot", help="Also draw what the cache did, from the statistics, into this PNG (needs matplotlib).",
+        show_default=False,
+    ),
 ]
 
 
@@ -219,7 +224,7 @@ def edit_windows(prediction: str, stats: str | None, frames: int) -> list[dict] 
     if found is None:
         return None
     path, windows = found[0], found[1].get("windows")
-    if windows is None:
+    if windows is None or "preview" in found[1]:  # a preview's window is not framed like its video: no joins
         return None
     if not windows or windows[-1].get("stop") != frames:
         raise InputError(

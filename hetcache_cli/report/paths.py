@@ -15,7 +15,8 @@ def check_output_file(path: str | Path, suffixes: tuple[str, ...], flag: str, in
     if path.suffix.lower() not in suffixes:
         raise InputError(f"{flag} {path} must end in {' or '.join(suffixes)}; change the file name")
     if path.is_dir():
-        raise InputError(f"{flag} {path} is a folder; give a file name inside it, e.g. {path / ('out' + suffixes[0])}")
+        example = path / f"out{suffixes[0]}"
+        raise InputError(f"{flag} {path} is a folder; give a file name inside it, e.g. {example}")
     folder = path.parent
     if not folder.is_dir():
         raise InputError(

@@ -92,3 +92,19 @@ def test_without_matplotlib_one_line_says_how_to_install_it(tmp_path, monkeypatc
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.exit_code == 2 and len(lines) == 1 and "pip install matplotlib" in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_of_a_preview_video_plots_its_one_window(tmp_path):
+    """A preview's statistics describe one window of the clip, not the preview video's frames: no join check."""
+    from hetcache_cli.io.video import write_video
+
+    clip = np.random.default_rng(0).integers(0, 256, (9, 16, 16, 3), dtype=np.uint8)
+    write_video(tmp_path / "out.preview.mp4", clip, 8.0, lossless=True)
+    stats = run_stats(1, 1)
+    stats["windows"][0].update(start=4, stop=13)
+    stats["preview"] = {"window": 1}
+    (tmp_path / "out.preview.stats.json").write_text(json.dumps(stats))
+    r = runner.invoke(app, ["eval", str(tmp_path / "out.preview.mp4"), "-r", str(tmp_path / "out.preview.mp4"),
+                            "--plot", str(tmp_path / "cache.png")])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "cache.png").stat().st_size > 20_000

@@ -1,4 +1,4 @@
-"""The comparison video: three panels, the source's frame count and rate, a heat map that is black where the videos agree."""
+"""The comparison video: three panels, the source's frame count and rate, a heat map black where the videos agree."""
 
 from fractions import Fraction
 
