@@ -51,6 +51,16 @@ def test_pick_window_by_frame_or_by_mask_area():
         pick_window(windows, mask, 30)
 
 
+def test_the_picked_window_holds_the_frame_and_owns_it_in_the_output():
+    for total in range(1, 40, 3):
+        for window_frames, overlap in ((5, 0), (9, 4), (17, 8), (13, 12)):
+            windows = plan_windows(total, window_frames, overlap)
+            for frame in range(total):
+                w = pick_window(windows, np.zeros((total, 1, 1), bool), frame)
+                assert w.start <= frame < w.stop
+                assert w.index + 1 == len(windows) or windows[w.index + 1].start > frame
+
+
 def test_estimate_scales_the_window_time_by_tokens():
     assert estimate_s(10.0, 0, [100, 100, 50]) == pytest.approx(25.0)
     assert estimate_s(10.0, 2, [100, 100, 50]) == pytest.approx(50.0)
