@@ -81,7 +81,7 @@ def _timeline(ax, records: list[dict], rows: list[tuple[int, str]], windowed: bo
     labels = [f"w{w} {b}" if windowed else b for w, b in rows]
     every = max(1, len(rows) // 24)
     ax.set_yticks(range(0, len(rows), every), labels[::every], fontsize=7)
-    ax.set_ylim(len(rows) - 0.5 + (0.8 if switches else 0), -0.5)
+    ax.set_ylim(len(rows) - 0.5 + (0.6 if switches else 0), -0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step")
     ax.set_title("steps per window and branch: full / partial / reuse")
@@ -89,6 +89,9 @@ def _timeline(ax, records: list[dict], rows: list[tuple[int, str]], windowed: bo
 
 
 def _x_axis(ax, keys: list[tuple[int, int]], windowed: bool) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if windowed:
         for x in range(1, len(keys)):
             if keys[x][0] != keys[x - 1][0]:
@@ -119,7 +122,8 @@ def _flops(ax, keys, by_step, windowed: bool) -> None:
     scale, unit = (1e12, "TFLOPs") if max(full, default=0) >= 1e12 else (1e9, "GFLOPs")
     colors = [DECISION_COLORS[by_step[k][0]["decision"]] for k in keys]
     ax.bar(range(len(keys)), [v / scale for v in cached], width=1.0, linewidth=0, color=colors, label="this run")
-    ax.step(range(len(keys)), [v / scale for v in full], where="mid", color="black", linewidth=1, label="uncached")
+    edges = [x - 0.5 for x in range(len(keys) + 1)]
+    ax.stairs([v / scale for v in full], edges, color="black", linewidth=1, label="uncached")
     _x_axis(ax, keys, windowed)
     ax.set_ylabel(f"{unit} per step (all branches)")
     ratio = sum(cached) / sum(full) if sum(full) else 1.0

@@ -133,3 +133,23 @@ def test_preview_into_a_missing_folder_is_refused(clip13, tiny_model_dir, tmp_pa
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.exit_code == 2 and len(lines) == 1 and "output folder" in lines[0] and "mkdir -p" in lines[0], r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_of_a_two_expert_model_plots_both_experts(clip13, tmp_path):
+    from hetcache_cli.pipeline.tiny import TinyConfig, build_tiny_pipeline
+
+    model = tmp_path / "two"
+    config = TinyConfig(num_layers=2, vace_layers=[0], experts=2, boundary_ratio=0.9)  # 4 steps: 2 per expert
+    build_tiny_pipeline(config, seed=0).save_pretrained(model)
+    out = tmp_path / "out" / "o.mp4"
+    out.parent.mkdir()
+    args = ["edit", clip13["video"], "-m", clip13["mask"], "-p", "a red ball", "--model", model, "--steps", 4,
+            "-o", out, "--preview", "--plot", "-q"]  # fmt: skip
+    r = runner.invoke(app, [str(a) for a in args])
+    assert r.exit_code == 0, r.stderr
+    stats = json.loads((out.parent / "o.preview.stats.json").read_text())
+    assert list(stats["summary"]["experts"]) == ["transformer", "transformer_2"] and len(stats["windows"]) == 1
+    assert (out.parent / "o.preview.cache.png").stat().st_size > 20_000
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "o.preview.cache.png", "o.preview.mp4", "o.preview.png", "o.preview.stats.json"
+    ]
