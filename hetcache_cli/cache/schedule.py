@@ -46,10 +46,15 @@ def modulation_signal(transformer, timesteps: torch.Tensor | Sequence[float]) ->
     freq = embedder.timesteps_proj(t)  # [S, freq_dim]
     if param.dtype != torch.int8:
         freq = freq.to(param.dtype)
-    # diffusers keeps time_embedder in float32 (`_keep_in_fp32_modules`) and casts its output to the
-    # dtype the rest of the model computes in, as its own forward does (`type_as` the prompt embeds).
-    temb = embedder.time_embedder(freq).to(transformer.dtype)
-    proj = embedder.time_proj(embedder.act_fn(temb)).float()  # [S, 6 * D]
+    temb = embedder.time_embedder(freq)
+    # diffusers keeps time_embedder in float32 (`_keep_in_fp32_modules`) and time_proj in the model's
+    # dtype. The projection is taken in float32 whatever that dtype is, so that a bfloat16 or float16
+    # run gets the schedule of the float32 run (the signal is a property of the model's weights).
+    proj_layer = embedder.time_proj
+    weight = proj_layer.weight.float()
+    bias = None if proj_layer.bias is None else proj_layer.bias.float()
+    act = embedder.act_fn(temb.float()).to(weight.device)
+    proj = torch.nn.functional.linear(act, weight, bias)  # [S, 6 * D]
     change = (proj[1:] - proj[:-1]).abs().mean(dim=-1) / proj[:-1].abs().mean(dim=-1).clamp_min(1e-12)
     return [0.0] + change.cpu().tolist()
 
