@@ -64,17 +64,15 @@ def build_transformer(config: dict, seed: int):
     keep = tuple(WanVACETransformer3DModel._keep_in_fp32_modules or ())
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if any(k in name.split(".") for k in keep):
-                module.float()
         for name, param in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                param.fill_(1.0 if "norm" in name and name.endswith("weight") else 0.0)
+            if any(part in keep for part in name.split(".")):
+                param.data = torch.empty(param.shape, dtype=torch.float32)
+            if "norm" in name:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+            elif name.endswith("bias"):
+                param.zero_()
             else:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
-        for name, param in model.named_parameters():
-            if any(k in name.split(".") for k in keep) and param.dtype != torch.float32:
-                raise AssertionError(f"{name} should be float32")
+                param.normal_(0.0, 0.02, generator=gen)
     return model.eval()
 
 
