@@ -5,6 +5,8 @@ from hetcache_cli.cache.flops import ModelDims, forward_flops
 
 __all__ = [
     "CacheMemoryError",
+    "CachePlan",
+    "RunSummary",
     "HetCacheConfig",
     "HetCacheHook",
     "ModelDims",
@@ -17,6 +19,8 @@ __all__ = [
     "estimate_run_flops",
     "forward_flops",
     "get_hetcache",
+    "plan_model",
+    "plan_run",
     "remove_hetcache",
     "resolve_schedule",
 ]
@@ -33,6 +37,10 @@ _LAZY = {
     "estimate_run_flops": "hetcache_cli.cache.schedule",
     "resolve_schedule": "hetcache_cli.cache.schedule",
     "describe_run": "hetcache_cli.cache.planning",
+    "plan_model": "hetcache_cli.cache.planning",
+    "plan_run": "hetcache_cli.cache.planning",
+    "CachePlan": "hetcache_cli.cache.plan",
+    "RunSummary": "hetcache_cli.cache.summary",
 }
 
 
