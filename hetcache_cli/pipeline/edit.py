@@ -29,6 +29,7 @@ import numpy as np
 
 from hetcache_cli import __version__
 from hetcache_cli.cache.config import HetCacheConfig
+from hetcache_cli.cache.model_check import check_cache_settings
 from hetcache_cli.errors import InputError, Interrupted
 from hetcache_cli.io.align import AlignmentPlan
 from hetcache_cli.io.atomic import atomic_write_text
@@ -86,6 +87,7 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
     if output.exists() and not overwrite:
         raise InputError(f"output {output} already exists; pass --overwrite or choose another -o/--output")
     cache = spec.cache_config()
+    check_cache_settings(cache, spec.model, spec.steps)  # against the model's config.json, before its weights
 
     fit = fit_source(spec, output)
     messages = fit.messages
