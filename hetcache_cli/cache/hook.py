@@ -1,4 +1,4 @@
-"""HetCache as a diffusers hook on `WanVACETransformer3DModel`: `apply_hetcache` / `remove_hetcache`.
+"""HetCache as a diffusers hook on `WanVACETransformer3DModel` (attached by apply.py).
 
 One stateful `ModelHook` replaces the transformer's forward. Its caches live in a
 `BranchState` per diffusers cache context ("cond" / "uncond"); what a run shares (plan,
@@ -9,8 +9,9 @@ wrapping the compute (offload.py).
 Run detection. Attached to a `WanVACEPipeline`, the group wraps the instance's
 `prepare_masks`: every call of the pipeline passes there once, after `set_timesteps` and
 before the loop, with the preprocessed pixel mask [1, C, F, H, W]. That is where a run
-begins: caches dropped, schedule planned, memory checked; so a call that raised mid-loop
-cannot leak into the next. The step index is `pipe.scheduler.step_index` (None = step 0).
+begins: the run's `CachePlan` is made (planning.plan_run: schedule, token counts, FLOPs, cache
+layout within the memory bound) and every hook executes it from a fresh state; so a call that
+raised mid-loop cannot leak into the next. The step index is `pipe.scheduler.step_index` (None = step 0).
 On a bare transformer, call `handle.begin_run(timesteps)` (and `handle.set_mask(mask)`)
 before each run; the step index is a per-branch forward counter. Without a pixel mask the
 generative tokens come from the mask channels folded into `control_hidden_states`.
@@ -23,15 +24,14 @@ import logging
 import weakref
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
+from diffusers.hooks.hooks import ModelHook, StateManager
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils import apply_lora_scale
 
-from hetcache_cli.cache import engine, offload
+from hetcache_cli.cache import engine
 from hetcache_cli.cache import run as run_
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.cache.experts import attach_group, pipeline_experts
-from hetcache_cli.cache.flops import ModelDims, forward_flops
+from hetcache_cli.cache.flops import forward_flops
 from hetcache_cli.cache.plan import FULL, PARTIAL, REUSE, CachePlan, TokenPlan
 from hetcache_cli.cache.planning import device_room, log_notes, plan_run
 from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
@@ -373,65 +373,3 @@ class HetCacheHook(ModelHook):
 def _lora_scoped(module, hook: HetCacheHook, decision, inputs, state, step, attention_kwargs=None):
     # the LoRA scaling of the original forward (`attention_kwargs["scale"]`) around our compute
     return hook._compute(module, decision, inputs, state, step)
-
-
-def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats | None = None) -> HetCacheHook:
-    """Attach HetCache to a `WanVACEPipeline` (recommended) or a bare `WanVACETransformer3DModel`.
-
-    Returns the hook, which is also the handle: `handle.schedule`, `handle.begin_run(timesteps)`,
-    `handle.set_mask(mask)`. With a pipeline, just call the pipeline; `stats` is reset at the
-    start of every call and holds one record per step and guidance branch afterwards. A Wan2.2
-    pipeline with `transformer_2` gets a hook on each expert (`handle.group.hooks`); the handle
-    is the first expert's. Works under model CPU offload and group offloading, applied before
-    or after.
-    """
-    experts, pipe = _split(pipe_or_transformer)
-    for _, transformer in experts:
-        if HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME) is not None:
-            raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
-        if config.method != "none":  # "none" runs the transformer's own forward: block hooks run as usual
-            offload.check_blocks(transformer)
-    if stats is not None and stats.dims is None:
-        stats.dims = ModelDims.from_config(experts[0][1].config)
-    hooks = {}
-    for name, transformer in experts:
-        hooks[name] = HetCacheHook(config, stats, pipe, expert=name)
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        offload.attach(registry, hooks[name], HOOK_NAME, outermost=config.method == "none")
-    if pipe is not None:
-        attach_group(pipe, hooks)
-    return next(iter(hooks.values()))
-
-
-def remove_hetcache(pipe_or_transformer) -> None:
-    """Detach HetCache (caches freed); a no-op when it is not attached."""
-    experts, pipe = _split(pipe_or_transformer)
-    for _, transformer in experts:
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        hook = registry.get_hook(HOOK_NAME)
-        if hook is not None:
-            hook.reset_state(transformer)
-            offload.detach(registry, hook, HOOK_NAME)
-    if pipe is not None and hasattr(pipe.__dict__.get("prepare_masks"), "_hetcache_original"):
-        del pipe.prepare_masks
-
-
-def get_hetcache(pipe_or_transformer) -> HetCacheHook | None:
-    experts, _ = _split(pipe_or_transformer)
-    return HookRegistry.check_if_exists_or_initialize(experts[0][1]).get_hook(HOOK_NAME)
-
-
-def _split(obj):
-    """([(expert name, transformer)], pipeline or None)."""
-    if hasattr(obj, "prepare_masks") or hasattr(obj, "transformer_2"):
-        experts = pipeline_experts(obj)
-        if not hasattr(obj, "prepare_masks") or not experts or experts[0][0] != "transformer":
-            raise ValueError(
-                f"{type(obj).__name__} is not a Wan-VACE pipeline with a transformer: HetCache needs WanVACEPipeline"
-            )
-        return experts, obj
-    if getattr(obj, "transformer", None) is not None:
-        raise ValueError(f"{type(obj).__name__} is not a Wan-VACE pipeline: HetCache needs WanVACEPipeline")
-    if not hasattr(obj, "vace_blocks"):
-        raise ValueError(f"{type(obj).__name__} is not a WanVACETransformer3DModel: HetCache needs a Wan-VACE model")
-    return [("transformer", obj)], None
