@@ -151,7 +151,9 @@ class HetCacheHook(ModelHook):
         """A bare transformer's plan (a pipeline's comes from its ExpertGroup), by the same planning function."""
         run, module = self.run, self.transformer
         timesteps = run.timesteps
-        if timesteps is None:
+        if timesteps is None and self.config.method == "none":
+            timesteps = []  # every step is FULL: no plan of steps is needed
+        elif timesteps is None:
             if self.config.schedule is None:
                 raise ValueError(
                     "HetCache on a bare transformer needs the run's timesteps: call handle.begin_run(timesteps) "
@@ -364,7 +366,7 @@ class HetCacheHook(ModelHook):
             index = pipe.scheduler.step_index
             return 0 if index is None else int(index)
         plan = self.run.plan
-        if plan is not None and state.run_id == self.run.run_id and state.forward_count >= len(plan.steps):
+        if plan is not None and plan.steps and state.run_id == self.run.run_id and state.forward_count >= len(plan.steps):
             self.restart_run()  # a bare transformer called for a new run without begin_run
         return state.forward_count if state.run_id == self.run.run_id else 0
 

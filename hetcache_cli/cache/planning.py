@@ -153,7 +153,7 @@ def plan_run(
     times = [float(t) for t in torch.as_tensor(timesteps).flatten().cpu()]
     owners = step_experts(times, boundary, list(transformers))
     # a transformer that runs no step of this run keeps no caches and is left out of the plan
-    running = {name: t for name, t in transformers.items() if name in owners}
+    running = {name: t for name, t in transformers.items() if name in owners} or dict(list(transformers.items())[:1])
     info = {name: (ModelDims.from_config(t.config, text_len), t.dtype) for name, t in running.items()}
     notes: list[str] = []
     base = {}
