@@ -108,12 +108,13 @@ class ExpertGroup:
         if n_refs:  # reference images are extra latent frames of context, never edited
             per_frame = (pixel.shape[1] // factors[0]) * (pixel.shape[2] // factors[0])
             tokens = replace(tokens, total=tokens.total + n_refs * per_frame, context=tokens.context + n_refs * per_frame)
-        self._args = (
-            transformers, pipe.scheduler.timesteps, first.config,
-            dict(branches=guidance_branches(pipe.guidance_scale), boundary=boundary_timestep(pipe),
-                 room=device_room(list(transformers.values()), pipe._execution_device)),
+        # everything of the plan but the token counts, which the first forward may correct (`replan`)
+        self._plan_for = functools.partial(
+            plan_run, transformers, pipe.scheduler.timesteps, first.config,
+            branches=guidance_branches(pipe.guidance_scale), boundary=boundary_timestep(pipe),
+            room=device_room(list(transformers.values()), pipe._execution_device),
         )  # fmt: skip
-        self.plan = plan_run(*self._args[:3], tokens, **self._args[3])
+        self.plan = self._plan_for(tokens)
         log_notes(self.plan)
         if first.stats is not None:
             first.stats.begin(self.plan)
@@ -122,9 +123,7 @@ class ExpertGroup:
 
     def replan(self, tokens) -> None:
         """The same call planned again with the token counts found on the device (reference images)."""
-        from hetcache_cli.cache.planning import plan_run
-
-        self.plan = plan_run(*self._args[:3], tokens, **self._args[3])
+        self.plan = self._plan_for(tokens)
         first = next(iter(self.hooks.values()))
         if first.stats is not None:
             first.stats.begin(self.plan)
