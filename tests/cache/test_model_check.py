@@ -45,3 +45,14 @@ def test_configs_and_width_are_read_without_the_weights(tmp_path):
     assert read_transformer_configs(tmp_path) == {"transformer": WAN}
     assert weights_width(tmp_path / "transformer") == 1536
     assert weights_width(tmp_path / "transformer_2") is None
+
+
+def test_width_is_read_from_a_sharded_folder_as_the_hub_lays_it_out(tmp_path):
+    from hetcache_cli.pipeline.tiny import TinyConfig, build_tiny_pipeline
+
+    transformer = build_tiny_pipeline(TinyConfig(num_layers=2, vace_layers=[0]), seed=0).transformer
+    transformer.save_pretrained(tmp_path / "transformer", max_shard_size="100KB")
+    assert list((tmp_path / "transformer").glob("*.safetensors.index.json"))
+    assert len(list((tmp_path / "transformer").glob("*.safetensors"))) >= 2
+    config = transformer.config
+    assert weights_width(tmp_path / "transformer") == config.num_attention_heads * config.attention_head_dim
