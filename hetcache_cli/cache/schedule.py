@@ -26,14 +26,15 @@ is FULL.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
 from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.flops import ModelDims, forward_flops, text_kv_flops
+from hetcache_cli.cache.plan import FULL, PARTIAL, REUSE, schedule_letters  # noqa: F401 (re-exported)
 
-FULL, PARTIAL, REUSE = "full", "partial", "reuse"
 _LETTERS = {"F": FULL, "P": PARTIAL, "R": REUSE}
 
 
@@ -136,28 +137,31 @@ def resolve_schedule(transformer, config: HetCacheConfig, timesteps: torch.Tenso
     return decide(signal, config)
 
 
-def schedule_letters(decisions: Sequence[str]) -> str:
-    """['full', 'partial', 'reuse'] -> 'FPR'."""
-    return "".join(d[0].upper() for d in decisions)
+def step_flops(
+    dims: ModelDims, n_tokens: int, n_active: int, decisions: Sequence[str], text_kv: bool = False
+) -> list[float]:
+    """FLOPs of one forward (one guidance branch) at every step of one transformer's run.
+
+    `text_kv`: the prompt's K/V are projected at the transformer's first computed step only.
+    """
+    layers = 0 if text_kv else None
+    per = {FULL: forward_flops(dims, n_tokens, None, layers), PARTIAL: forward_flops(dims, n_tokens, n_active, layers),
+           REUSE: 0.0}
+    out = [per[_LETTERS.get(d, d)] for d in decisions]
+    first = next((i for i, d in enumerate(decisions) if _LETTERS.get(d, d) != REUSE), None)
+    if text_kv and first is not None:
+        out[first] += (dims.num_layers + dims.num_vace_layers) * text_kv_flops(dims)
+    return out
 
 
 def estimate_run_flops(
     dims: ModelDims, n_tokens: int, n_active: int, schedule: Sequence[str], branches: int = 2,
     text_kv: bool = False,
 ) -> dict:
-    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches.
-
-    `text_kv`: the prompt's K/V are projected at the first computed step only (its first FULL).
-    """
-    layers = 0 if text_kv else None
-    per = {FULL: forward_flops(dims, n_tokens, None, layers), PARTIAL: forward_flops(dims, n_tokens, n_active, layers),
-           REUSE: 0.0}
+    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches."""
     decisions = [_LETTERS.get(d, d) for d in schedule]
-    uncached = forward_flops(dims, n_tokens)
-    flops = branches * sum(per[d] for d in decisions)
-    if text_kv and any(d != REUSE for d in decisions):
-        flops += branches * (dims.num_layers + dims.num_vace_layers) * text_kv_flops(dims)
-    flops_full = branches * len(decisions) * uncached
+    flops = math.fsum(f for f in step_flops(dims, n_tokens, n_active, decisions, text_kv) for _ in range(branches))
+    flops_full = branches * len(decisions) * forward_flops(dims, n_tokens)
     return {
         "flops": flops,
         "flops_full": flops_full,
