@@ -20,10 +20,9 @@ BUG = "report a bug with the output of `hetcache selftest --json`"
 
 ROW_SHAPES = [(2, 37, 24, 11), (1, 63, 40, 63), (2, 37, 40, 0), (2, 63, 600, 37)]  # (B, N, D, M)
 ATTN_SHAPES = [(2, 3, 20, 63, 24), (1, 2, 1, 37, 40), (2, 1, 33, 17, 16)]  # (B, H, G, N, d)
-ROPE_SHAPES = [(2, 37, 3, 24, 11), (1, 63, 2, 40, 63), (2, 37, 2, 16, 0)]  # (B, N, H, head_dim, M)
 # CUDA adds one engine-sized case each: Wan-1.3B widths, 30% of the tokens active
-CUDA_SHAPES = {"rows": (1, 4099, 1536, 1229), "attention": (1, 12, 409, 2053, 128), "rope": (1, 4099, 12, 128, 1229)}
-# docs/kernels.md, "Tolerances": copies are exact, blends/rope about one ulp of the dtype
+CUDA_SHAPES = {"rows": (1, 4099, 1536, 1229), "attention": (1, 12, 409, 2053, 128)}
+# docs/kernels.md, "Tolerances": copies are exact, blends about one ulp of the dtype
 BLEND_TOL = {
     torch.float32: dict(rtol=1.3e-6, atol=1e-5),
     torch.float16: dict(rtol=1e-3, atol=1e-5),
@@ -79,17 +78,6 @@ def _mass(shape, dtype, dev, use_triton):
     return kernels.attention_mass(q, k, use_triton=use_triton), reference.attention_mass_ref(q, k), MASS_TOL
 
 
-def _rope(shape, dtype, dev, use_triton):
-    B, N, H, head_dim, M = shape
-    cache, k = _randn(dev, dtype, B, N, H, head_dim), _randn(dev, dtype, B, M, H, head_dim, seed=2)
-    idx = _index(dev, B, M, N)
-    inv_freq = 1.0 / 10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-    angles = torch.outer(torch.arange(N, dtype=torch.float64), inv_freq).repeat_interleave(2, dim=1)
-    cos, sin = (t.float().view(1, N, 1, head_dim).to(dev) for t in (angles.cos(), angles.sin()))  # Wan tables
-    expected = reference.rope_scatter_tokens_ref(cache, idx, k, cos, sin)
-    return kernels.rope_scatter_tokens_(cache, idx, k, cos, sin, use_triton=use_triton), expected, BLEND_TOL[dtype]
-
-
 # name in the report -> (case builder, shape family)
 KERNEL_CASES = {
     "gather_tokens": (_gather, "rows"),
@@ -97,10 +85,8 @@ KERNEL_CASES = {
     "scatter_tokens_ blend": (_blend, "rows"),
     "merge_tokens": (_merge, "rows"),
     "attention_mass": (_mass, "attention"),
-    "rope_scatter_tokens_": (_rope, "rope"),
 }
-_FAMILIES = {"rows": (ROW_SHAPES, "B={} N={} D={} M={}"), "attention": (ATTN_SHAPES, "B={} H={} G={} N={} d={}"),
-             "rope": (ROPE_SHAPES, "B={} N={} H={} head_dim={} M={}")}  # fmt: skip
+_FAMILIES = {"rows": (ROW_SHAPES, "B={} N={} D={} M={}"), "attention": (ATTN_SHAPES, "B={} H={} G={} N={} d={}")}
 
 
 def _compare(out: torch.Tensor, expected: torch.Tensor, tol: dict | None) -> tuple[bool, float]:

@@ -1,6 +1,6 @@
 """Benchmark the token kernels against the torch ways of doing the same thing.
 
-Row moves (gather, scatter, blend, merge, rope-scatter) report achieved GB/s: the minimum bytes the op
+Row moves (gather, scatter, blend, merge) report achieved GB/s: the minimum bytes the op
 must move (each row read once, written once; indices not counted) over the median time,
 next to a plain device copy of the same number of bytes (the bandwidth roofline).
 attention_mass reports its time next to one SDPA call over the same G x N.
@@ -33,7 +33,6 @@ from hetcache_cli.kernels import (
     dispatch,
     gather_tokens,
     merge_tokens,
-    rope_scatter_tokens_,
     scatter_tokens_,
 )
 
@@ -97,10 +96,6 @@ def bench_rows(
     idx0, slot = idx[0], build_slot_map(idx, n)
     out = torch.empty_like(x)
     alpha = 0.5
-    head_dim = dim // heads
-    cache, keys = x.view(1, n, heads, head_dim), rows.view(1, m, heads, head_dim)
-    angles = torch.rand(n, head_dim, device=device)
-    cos, sin = angles.cos(), angles.sin()  # [N, head_dim] float32 tables
 
     def adv_scatter():
         x[:, idx0] = rows
@@ -135,11 +130,6 @@ def bench_rows(
             "triton (slot built)": lambda: merge_tokens(x, residual, idx, rows, out=out, use_triton=True),
             "torch path": lambda: merge_tokens(x, residual, idx, rows, out=out, use_triton=False),
             "advanced indexing": adv_merge,
-        }),
-        # rows of k read and written, plus two float32 table rows per active row
-        "rope_scatter": (2 * m * dim * e + 2 * m * head_dim * 4, {
-            "triton": lambda: rope_scatter_tokens_(cache, idx, keys, cos, sin, use_triton=True),
-            "torch path": lambda: rope_scatter_tokens_(cache, idx, keys, cos, sin, use_triton=False),
         }),
     }
     results = []

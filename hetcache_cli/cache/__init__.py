@@ -5,6 +5,8 @@ from hetcache_cli.cache.flops import ModelDims, forward_flops
 
 __all__ = [
     "CacheMemoryError",
+    "CachePlan",
+    "RunSummary",
     "HetCacheConfig",
     "HetCacheHook",
     "ModelDims",
@@ -17,6 +19,8 @@ __all__ = [
     "estimate_run_flops",
     "forward_flops",
     "get_hetcache",
+    "plan_model",
+    "plan_run",
     "remove_hetcache",
     "resolve_schedule",
 ]
@@ -27,12 +31,16 @@ _LAZY = {
     "CacheMemoryError": "hetcache_cli.cache.state",
     "estimate_cache_memory": "hetcache_cli.cache.state",
     "HetCacheHook": "hetcache_cli.cache.hook",
-    "apply_hetcache": "hetcache_cli.cache.hook",
-    "get_hetcache": "hetcache_cli.cache.hook",
-    "remove_hetcache": "hetcache_cli.cache.hook",
+    "apply_hetcache": "hetcache_cli.cache.apply",
+    "get_hetcache": "hetcache_cli.cache.apply",
+    "remove_hetcache": "hetcache_cli.cache.apply",
     "estimate_run_flops": "hetcache_cli.cache.schedule",
     "resolve_schedule": "hetcache_cli.cache.schedule",
     "describe_run": "hetcache_cli.cache.planning",
+    "plan_model": "hetcache_cli.cache.planning",
+    "plan_run": "hetcache_cli.cache.planning",
+    "CachePlan": "hetcache_cli.cache.plan",
+    "RunSummary": "hetcache_cli.cache.summary",
 }
 
 

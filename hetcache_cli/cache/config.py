@@ -166,6 +166,14 @@ class HetCacheConfig:
                 raise ValueError(f"{name} is {getattr(self, name)}: use an integer >= 0")
         if self.max_cache_memory is not None:
             parse_bytes(self.max_cache_memory)
+        if self.rescale is not None and not (
+            isinstance(self.rescale, (list, tuple))
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in self.rescale)
+        ):
+            raise ValueError(
+                f"rescale {self.rescale!r} is not a list of numbers: give the polynomial's coefficients, "
+                "highest power first (e.g. [2.0, 0.0]), or leave it out"
+            )
 
     @property
     def max_cache_memory_bytes(self) -> int | None:

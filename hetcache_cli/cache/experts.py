@@ -3,7 +3,7 @@
 `WanVACEPipeline` with a `boundary_ratio` runs `transformer` on the steps whose timestep is
 >= boundary_ratio x num_train_timesteps and `transformer_2` on the rest (diffusers 0.42). Each
 expert gets its own `HetCacheHook`, so its own caches per guidance branch; an `ExpertGroup`
-plans the run for both, from the same `prepare_masks` call:
+has the run planned for both (planning.py), from the same `prepare_masks` call:
 
 - one decision per step across the switch: each expert's modulation signal comes from its own
   timestep embedder, the signal is normalised over the whole run, and the first step of each
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -84,33 +85,50 @@ def plan_experts(
 
 
 class ExpertGroup:
-    """The hooks of a two-expert pipeline: one plan, shared statistics, caches freed at the switch."""
+    """The hooks of a pipeline (one per expert): one plan per call, shared statistics, caches freed at the switch."""
 
     def __init__(self, pipe, hooks: dict) -> None:
         self.hooks = hooks  # name -> HetCacheHook, in pipeline order
         self.active = None
-        self._owners: list[str] = []
+        self.plan = None  # the CachePlan of the current call
         for hook in hooks.values():
             hook.group = self
 
-    def plan(self, config: HetCacheConfig, timesteps: Sequence[float]) -> list[str]:
-        transformers = {name: hook.transformer for name, hook in self.hooks.items()}
-        decisions, notes = plan_experts(transformers, self._owners, timesteps, config)
-        for note in notes:
-            logger.warning(note)
-        return decisions
-
     def begin(self, pipe, mask: torch.Tensor, n_refs: int) -> None:
-        """A pipeline call starts: every expert's run is planned from one plan."""
+        """A pipeline call starts: its plan is made (planning.py) and every expert's hook executes it."""
+        from hetcache_cli.cache.planning import device_room, log_notes, plan_run, plan_tokens
+        from hetcache_cli.cache.plan import guidance_branches
+
         self.active = None
-        timesteps = [float(t) for t in torch.as_tensor(pipe.scheduler.timesteps).flatten().cpu()]
-        self._owners = step_experts(timesteps, boundary_timestep(pipe), list(self.hooks))
+        first = next(iter(self.hooks.values()))
+        transformers = {name: hook.transformer for name, hook in self.hooks.items()}
+        pixel = (mask[0] > 0.5).any(dim=0)  # [F, H, W]
+        factors = (pipe.vae_scale_factor_spatial * first.transformer.config.patch_size[1], pipe.vae_scale_factor_temporal)
+        tokens = plan_tokens(pixel, first.config, *factors)
+        if n_refs:  # reference images are extra latent frames of context, never edited
+            per_frame = (pixel.shape[1] // factors[0]) * (pixel.shape[2] // factors[0])
+            tokens = replace(tokens, total=tokens.total + n_refs * per_frame, context=tokens.context + n_refs * per_frame)
+        # everything of the plan but the token counts, which the first forward may correct (`replan`)
+        self._plan_for = functools.partial(
+            plan_run, transformers, pipe.scheduler.timesteps, first.config,
+            branches=guidance_branches(pipe.guidance_scale), boundary=boundary_timestep(pipe),
+            room=device_room(list(transformers.values()), pipe._execution_device),
+        )  # fmt: skip
+        self.plan = self._plan_for(tokens)
+        log_notes(self.plan)
+        if first.stats is not None:
+            first.stats.begin(self.plan)
+        for hook in self.hooks.values():
+            hook.begin(self.plan, pixel, factors)
+
+    def replan(self, tokens) -> None:
+        """The same call planned again with the token counts found on the device (reference images)."""
+        self.plan = self._plan_for(tokens)
         first = next(iter(self.hooks.values()))
         if first.stats is not None:
-            first.stats.reset()
-        decisions = self.plan(first.config, timesteps)
+            first.stats.begin(self.plan)
         for hook in self.hooks.values():
-            hook.begin_pipeline_run(pipe, mask, n_refs, decisions=decisions)
+            hook.run.plan = self.plan
 
     def activate(self, hook) -> None:
         """`hook`'s expert runs now: the previous expert's caches are freed (it does not run again)."""
@@ -121,9 +139,6 @@ class ExpertGroup:
             if self.active.stats is not None:
                 self.active.stats.observe_cache(self.active.expert, 0)
         self.active = hook
-
-    def owner(self, step: int) -> str | None:
-        return self._owners[step] if step < len(self._owners) else None
 
 
 def attach_group(pipe, hooks: dict) -> ExpertGroup:

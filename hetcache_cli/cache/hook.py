@@ -1,4 +1,4 @@
-"""HetCache as a diffusers hook on `WanVACETransformer3DModel`: `apply_hetcache` / `remove_hetcache`.
+"""HetCache as a diffusers hook on `WanVACETransformer3DModel` (attached by apply.py).
 
 One stateful `ModelHook` replaces the transformer's forward. Its caches live in a
 `BranchState` per diffusers cache context ("cond" / "uncond"); what a run shares (plan,
@@ -9,8 +9,9 @@ wrapping the compute (offload.py).
 Run detection. Attached to a `WanVACEPipeline`, the group wraps the instance's
 `prepare_masks`: every call of the pipeline passes there once, after `set_timesteps` and
 before the loop, with the preprocessed pixel mask [1, C, F, H, W]. That is where a run
-begins: caches dropped, schedule planned, memory checked; so a call that raised mid-loop
-cannot leak into the next. The step index is `pipe.scheduler.step_index` (None = step 0).
+begins: the run's `CachePlan` is made (planning.plan_run: schedule, token counts, FLOPs, cache
+layout within the memory bound) and every hook executes it from a fresh state; so a call that
+raised mid-loop cannot leak into the next. The step index is `pipe.scheduler.step_index` (None = step 0).
 On a bare transformer, call `handle.begin_run(timesteps)` (and `handle.set_mask(mask)`)
 before each run; the step index is a per-branch forward counter. Without a pixel mask the
 generative tokens come from the mask channels folded into `control_hidden_states`.
@@ -23,18 +24,18 @@ import logging
 import weakref
 
 import torch
-from diffusers.hooks.hooks import HookRegistry, ModelHook, StateManager
+from diffusers.hooks.hooks import ModelHook, StateManager
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.utils import apply_lora_scale
 
-from hetcache_cli.cache import engine, offload
+from hetcache_cli.cache import engine
+from hetcache_cli.cache import run as run_
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.cache.experts import attach_group, pipeline_experts
-from hetcache_cli.cache.flops import ModelDims, forward_flops
-from hetcache_cli.cache.planning import RunPlanner
-from hetcache_cli.cache.schedule import FULL, PARTIAL, REUSE
+from hetcache_cli.cache.flops import forward_flops
+from hetcache_cli.cache.plan import FULL, PARTIAL, REUSE, CachePlan, TokenPlan
+from hetcache_cli.cache.planning import device_room, log_notes, plan_run
 from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
-from hetcache_cli.cache.state import BranchState
+from hetcache_cli.cache.state import BranchState, RunState
 from hetcache_cli.cache.stats import StepStats, TokenCounts
 from hetcache_cli.cache.text_kv import TextKV
 from hetcache_cli.kernels import build_slot_map
@@ -44,8 +45,12 @@ logger = logging.getLogger(__name__)
 HOOK_NAME = "hetcache"
 
 
-class HetCacheHook(ModelHook, RunPlanner):
-    """The forward of a Wan-VACE transformer with FULL / PARTIAL / REUSE steps; also the user's handle."""
+class HetCacheHook(ModelHook):
+    """The forward of a Wan-VACE transformer with FULL / PARTIAL / REUSE steps; also the user's handle.
+
+    It executes a `CachePlan` (plan.py): the plan of a pipeline call comes from its `ExpertGroup`
+    (experts.py); on a bare transformer `begin_run` has one made by the same `planning.plan_run`.
+    """
 
     _is_stateful = True
 
@@ -53,8 +58,12 @@ class HetCacheHook(ModelHook, RunPlanner):
         self, config: HetCacheConfig, stats: StepStats | None = None, pipeline=None, expert: str = "transformer"
     ) -> None:
         super().__init__()
-        RunPlanner.__init__(self, config, stats)
+        self.config = config
+        self.stats = stats
+        self.run = RunState()
         self.state_manager = StateManager(BranchState)
+        self.group = None  # the ExpertGroup of a pipeline (experts.py), None on a bare transformer
+        self._user_mask: tuple[torch.Tensor, int | None, int | None] | None = None
         self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
         self._module = None
         self.expert = expert  # the pipeline component this hook is on
@@ -77,6 +86,110 @@ class HetCacheHook(ModelHook, RunPlanner):
         self.state_manager.reset()
         self.end_run()
         return module
+
+    # ---- public handle API -------------------------------------------------------------
+
+    @property
+    def plan(self) -> CachePlan | None:
+        """The plan this hook executes (None before a run is planned and after it ends)."""
+        return self.run.plan
+
+    @property
+    def schedule(self) -> str | None:
+        """The current run's plan as letters (e.g. 'FFPRPF'), None before it is planned."""
+        return self.run.plan.schedule if self.run.plan is not None else None
+
+    @property
+    def n_active(self) -> int:
+        """Tokens computed on a PARTIAL step of the current run (0 before its first forward)."""
+        return run_.n_active(self.run)
+
+    def set_mask(self, mask: torch.Tensor, spatial: int | None = None, temporal: int | None = None) -> None:
+        """Pixel mask [F, H, W] (True / >0.5 = edit) for a bare transformer; kept until replaced.
+
+        `spatial` (pixels per token side, default VAE 8 x patch) and `temporal` (pixel frames
+        per latent frame, default 4) describe the VAE.
+        """
+        if mask.dim() != 3:
+            raise ValueError(f"set_mask expects a [F, H, W] mask, got shape {tuple(mask.shape)}")
+        self._user_mask = (mask > 0.5 if mask.is_floating_point() else mask.bool(), spatial, temporal)
+        self.run.classes = None
+
+    def begin_run(self, timesteps, branches: int = 2, n_tokens: int | None = None) -> list[str]:
+        """Start a run on a bare transformer: caches dropped, the run planned (its decisions returned), stats reset.
+
+        The plan's token counts are those of the mask, known at the first forward; with `n_tokens` the
+        memory bound is checked now, before any step.
+        """
+        self.state_manager.reset()
+        times = [float(t) for t in torch.as_tensor(timesteps).flatten().cpu()]
+        self.run = RunState(run_id=self.run.run_id + 1, branches=branches, timesteps=times)
+        tokens = TokenPlan(total=n_tokens or 0, active=n_tokens or 0)
+        self._execute(self._plan(tokens), planned_tokens=n_tokens is not None and n_tokens > 0)
+        return list(self.run.plan.decisions)
+
+    # ---- run lifecycle -----------------------------------------------------------------
+
+    def begin(self, plan: CachePlan, pixel_mask: torch.Tensor | None = None, factors=(None, None)) -> None:
+        """Execute `plan` from the next forward on (a pipeline call's, from its ExpertGroup)."""
+        self.state_manager.reset()
+        self.run = RunState(run_id=self.run.run_id + 1, plan=plan, branches=plan.branches,
+                            timesteps=list(plan.timesteps), pixel_mask=pixel_mask, factors=factors)  # fmt: skip
+
+    def end_run(self) -> None:
+        self.run = RunState(run_id=self.run.run_id + 1)
+
+    def restart_run(self) -> None:
+        """Same plan, fresh caches: a bare transformer starting its next run without `begin_run`."""
+        old = self.run
+        self.run = RunState(run_id=old.run_id + 1, plan=old.plan, branches=old.branches, timesteps=old.timesteps,
+                            pixel_mask=old.pixel_mask, factors=old.factors)  # fmt: skip
+        if self.stats is not None:
+            self.stats.begin(old.plan)
+
+    def _plan(self, tokens: TokenPlan, device: torch.device | None = None) -> CachePlan:
+        """A bare transformer's plan (a pipeline's comes from its ExpertGroup), by the same planning function."""
+        run, module = self.run, self.transformer
+        timesteps = run.timesteps
+        if timesteps is None and self.config.method == "none":
+            timesteps = []  # every step is FULL: no plan of steps is needed
+        elif timesteps is None:
+            if self.config.schedule is None:
+                raise ValueError(
+                    "HetCache on a bare transformer needs the run's timesteps: call handle.begin_run(timesteps) "
+                    "before the denoising loop, or set an explicit cache schedule"
+                )
+            timesteps = [float("nan")] * len(self.config.schedule)  # read from each step's input instead
+        return plan_run({self.expert: module}, timesteps, self.config, tokens, branches=run.branches,
+                        room=device_room([module], device))  # fmt: skip
+
+    def _execute(self, plan: CachePlan, planned_tokens: bool = True) -> None:
+        self.run.plan = plan
+        self.run.extras["tokens_planned"] = planned_tokens
+        if planned_tokens:
+            log_notes(plan)
+        if self.stats is not None:
+            self.stats.begin(plan)
+
+    def _ensure_plan(self, module, inputs) -> None:
+        """At the run's first forward the mask's token classes are found on the device; a plan made without
+        their counts (a bare transformer) or with other counts is made again, by the same function."""
+        run = self.run
+        if run.plan is None:
+            self._execute(self._plan(TokenPlan(total=0, active=0)), planned_tokens=False)
+        device = inputs.hidden_states.device
+        run_.token_classes(run, self.config, module, inputs, self._user_mask)
+        if run.extras.get("tokens_checked") == run.classes.grid:
+            return
+        counts = run_.class_counts(run)
+        if run.plan.tokens != counts:
+            if run.extras.get("tokens_planned"):
+                logger.debug("token counts %s differ from the plan's %s: planning again", counts, run.plan.tokens)
+            if self.group is not None:
+                self.group.replan(counts)
+            else:
+                self._execute(self._plan(counts, device))
+        run.extras["tokens_checked"] = run.classes.grid
 
     def new_forward(
         self,
@@ -108,7 +221,7 @@ class HetCacheHook(ModelHook, RunPlanner):
             state.run_id = self.run.run_id
         state.forward_count += 1
 
-        if self.run.method == "none" and self.stats is None:
+        if self.config.method == "none" and self.stats is None:
             output = self._original(inputs, attention_kwargs)
         else:
             output = self._forward(module, inputs, state, step, branch, attention_kwargs)
@@ -129,25 +242,25 @@ class HetCacheHook(ModelHook, RunPlanner):
         )[0]
 
     def _forward(self, module, inputs, state, step, branch, attention_kwargs) -> torch.Tensor:
+        self._ensure_plan(module, inputs)
         run = self.run
-        classes = self.token_classes(module, inputs)
+        plan, classes = run.plan, run.classes
         n_tokens = classes.n_tokens
         device = inputs.hidden_states.device
-        if run.method != "none" and not self.memory_checked:
-            self.check_memory(module, n_tokens, 2, device)  # bare transformer without begin_run(n_tokens=...)
         decision = self._decision(step, state)
         timer = self.stats.start(device) if self.stats is not None else None
 
         text_layers = None  # blocks that projected the prompt's K/V in this forward (None: all)
-        if run.method == "none":
+        if plan.method == "none":
             output = self._original(inputs, attention_kwargs)
         else:
             n_main, n_vace = len(module.blocks), len(module.vace_blocks)
-            layers = n_main + n_vace if run.method == "hetcache" else 0
+            layers = n_main + n_vace if plan.method == "hetcache" else 0
             heads = module.config.num_attention_heads
             shape = (inputs.hidden_states.shape[0], n_tokens, heads * module.config.attention_head_dim)  # [B, N, D]
-            state.ensure(layers, shape, run.layout, device, heads)
-            if run.layout.text_kv and state.text is None:
+            layout = plan.expert(self.expert).layout
+            state.ensure(layers, shape, layout, device, heads)
+            if layout.text_kv and state.text is None:
                 state.text = TextKV()
             if state.store is not None:  # the stack's layer order: VACE blocks, then main blocks
                 state.store.begin(list(range(n_main, layers)) + list(range(n_main)), prefetch=decision == PARTIAL)
@@ -157,23 +270,34 @@ class HetCacheHook(ModelHook, RunPlanner):
                 text_layers = state.text.computed - before
 
         if self.stats is not None:
-            g, m, c = classes.counts
-            computed = {FULL: n_tokens, PARTIAL: self.n_active, REUSE: 0}[decision]
-            dims = self.dims(module, inputs)
-            flops = forward_flops(dims, n_tokens, None if decision == FULL else computed, text_layers)
-            self.stats.record(
-                timer,
-                step,
-                self.timestep_value(step, inputs.timestep),
-                branch,
-                decision,
-                TokenCounts(total=n_tokens, computed=computed, generative=g, margin=m, context=c),
-                flops,
-                expert=self.expert,
-                flops_full=forward_flops(dims, n_tokens),
-            )
-            self.stats.observe_cache(self.expert, *self.cache_nbytes())
+            self._record(module, inputs, timer, step, branch, decision, text_layers)
         return output
+
+    def _record(self, module, inputs, timer, step: int, branch: str, decision: str, text_layers: int | None) -> None:
+        """One statistics record: the plan's numbers for this step, unless the step ran otherwise than planned."""
+        run = self.run
+        planned = run.plan.step(step)
+        g, m, c = run.classes.counts
+        n_tokens = run.classes.n_tokens
+        if planned is not None and planned.decision == decision and planned.expert == self.expert:
+            computed, flops, flops_full = planned.computed, planned.flops, planned.flops_full
+        else:
+            computed = {FULL: n_tokens, PARTIAL: run_.n_active(run), REUSE: 0}[decision]
+            dims = run_.dims(run, module, inputs)
+            flops, flops_full = forward_flops(dims, n_tokens, None if decision == FULL else computed, text_layers), \
+                forward_flops(dims, n_tokens)
+        self.stats.record(
+            timer, step, self._timestep(step, inputs.timestep), branch, decision,
+            TokenCounts(total=n_tokens, computed=computed, generative=g, margin=m, context=c), flops,
+            expert=self.expert, flops_full=flops_full,
+        )  # fmt: skip
+        self.stats.observe_cache(self.expert, *self.cache_nbytes())
+
+    def _timestep(self, step: int, timestep: torch.Tensor) -> float:
+        planned = self.run.plan.step(step)
+        if planned is not None and planned.timestep == planned.timestep:  # NaN: the plan was made without them
+            return planned.timestep
+        return float(timestep.flatten()[0])  # bare transformer without begin_run: one sync per step
 
     def cache_nbytes(self) -> tuple[int, int]:
         """(step caches, text K/V): bytes of the tensors this hook holds now, both branches, device and host."""
@@ -181,22 +305,20 @@ class HetCacheHook(ModelHook, RunPlanner):
         return sum(b["cache"] for b in sizes), sum(b["text"] for b in sizes)
 
     def _decision(self, step: int, state: BranchState) -> str:
-        run = self.run
-        if run.method == "none":
+        plan = self.run.plan
+        if plan.method == "none":
             return FULL
-        decisions = self.decisions_for(step)
-        decision = decisions[step] if step < len(decisions) else FULL
+        planned = plan.step(step)
+        decision = planned.decision if planned is not None else FULL
         if decision != FULL and not state.valid:
             logger.debug("step %d: no FULL step has filled the caches of this branch yet; computing FULL", step)
             decision = FULL
-        if decision == PARTIAL and self.n_active == 0:
-            decision = REUSE
         return decision
 
     def _compute(self, module, decision: str, inputs: engine.Inputs, state: BranchState, step: int) -> torch.Tensor:
         run, config = self.run, self.config
-        rope = self.rope(module, inputs.hidden_states)
-        t = self.timestep_value(step, inputs.timestep) if state.forecast is not None else None
+        rope = run_.rope(run, module, inputs.hidden_states)
+        t = self._timestep(step, inputs.timestep) if state.forecast is not None else None
         if decision == REUSE:
             return engine.forward_reuse(module, inputs, state, t)
         if decision == PARTIAL:
@@ -205,7 +327,7 @@ class HetCacheHook(ModelHook, RunPlanner):
             return engine.forward_partial(module, inputs, rope, state, config.use_triton, t)
         if state.kv_forecast is not None:
             state.kv_forecast.begin_full(t)
-        hetcache = run.method == "hetcache"
+        hetcache = run.plan.method == "hetcache"
         # One active set per step for all guidance branches: the first branch's FULL step chooses it, the
         # others take it. Different sets per branch would leave a token fresh in one branch and stale in
         # the other, and guidance (cond - uncond) x scale amplifies exactly that mismatch.
@@ -220,7 +342,7 @@ class HetCacheHook(ModelHook, RunPlanner):
                 config.use_triton,
             )
         output = engine.forward_full(
-            module, inputs, rope, state, hetcache, probe, self.score_layer(module), config.use_triton, t
+            module, inputs, rope, state, hetcache, probe, run_.score_layer(config, len(module.blocks)), config.use_triton, t
         )
         if hetcache:
             if shared is not None:
@@ -243,8 +365,8 @@ class HetCacheHook(ModelHook, RunPlanner):
         if pipe is not None:
             index = pipe.scheduler.step_index
             return 0 if index is None else int(index)
-        decisions = self.run.decisions
-        if decisions is not None and state.run_id == self.run.run_id and state.forward_count >= len(decisions):
+        plan = self.run.plan
+        if plan is not None and plan.steps and state.run_id == self.run.run_id and state.forward_count >= len(plan.steps):
             self.restart_run()  # a bare transformer called for a new run without begin_run
         return state.forward_count if state.run_id == self.run.run_id else 0
 
@@ -253,65 +375,3 @@ class HetCacheHook(ModelHook, RunPlanner):
 def _lora_scoped(module, hook: HetCacheHook, decision, inputs, state, step, attention_kwargs=None):
     # the LoRA scaling of the original forward (`attention_kwargs["scale"]`) around our compute
     return hook._compute(module, decision, inputs, state, step)
-
-
-def apply_hetcache(pipe_or_transformer, config: HetCacheConfig, stats: StepStats | None = None) -> HetCacheHook:
-    """Attach HetCache to a `WanVACEPipeline` (recommended) or a bare `WanVACETransformer3DModel`.
-
-    Returns the hook, which is also the handle: `handle.schedule`, `handle.begin_run(timesteps)`,
-    `handle.set_mask(mask)`. With a pipeline, just call the pipeline; `stats` is reset at the
-    start of every call and holds one record per step and guidance branch afterwards. A Wan2.2
-    pipeline with `transformer_2` gets a hook on each expert (`handle.group.hooks`); the handle
-    is the first expert's. Works under model CPU offload and group offloading, applied before
-    or after.
-    """
-    experts, pipe = _split(pipe_or_transformer)
-    for _, transformer in experts:
-        if HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME) is not None:
-            raise ValueError("HetCache is already applied to this transformer: call remove_hetcache() first")
-        if config.method != "none":  # "none" runs the transformer's own forward: block hooks run as usual
-            offload.check_blocks(transformer)
-    if stats is not None and stats.dims is None:
-        stats.dims = ModelDims.from_config(experts[0][1].config)
-    hooks = {}
-    for name, transformer in experts:
-        hooks[name] = HetCacheHook(config, stats, pipe, expert=name)
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        offload.attach(registry, hooks[name], HOOK_NAME, outermost=config.method == "none")
-    if pipe is not None:
-        attach_group(pipe, hooks)
-    return next(iter(hooks.values()))
-
-
-def remove_hetcache(pipe_or_transformer) -> None:
-    """Detach HetCache (caches freed); a no-op when it is not attached."""
-    experts, pipe = _split(pipe_or_transformer)
-    for _, transformer in experts:
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        hook = registry.get_hook(HOOK_NAME)
-        if hook is not None:
-            hook.reset_state(transformer)
-            offload.detach(registry, hook, HOOK_NAME)
-    if pipe is not None and hasattr(pipe.__dict__.get("prepare_masks"), "_hetcache_original"):
-        del pipe.prepare_masks
-
-
-def get_hetcache(pipe_or_transformer) -> HetCacheHook | None:
-    experts, _ = _split(pipe_or_transformer)
-    return HookRegistry.check_if_exists_or_initialize(experts[0][1]).get_hook(HOOK_NAME)
-
-
-def _split(obj):
-    """([(expert name, transformer)], pipeline or None)."""
-    if hasattr(obj, "prepare_masks") or hasattr(obj, "transformer_2"):
-        experts = pipeline_experts(obj)
-        if not hasattr(obj, "prepare_masks") or not experts or experts[0][0] != "transformer":
-            raise ValueError(
-                f"{type(obj).__name__} is not a Wan-VACE pipeline with a transformer: HetCache needs WanVACEPipeline"
-            )
-        return experts, obj
-    if getattr(obj, "transformer", None) is not None:
-        raise ValueError(f"{type(obj).__name__} is not a Wan-VACE pipeline: HetCache needs WanVACEPipeline")
-    if not hasattr(obj, "vace_blocks"):
-        raise ValueError(f"{type(obj).__name__} is not a WanVACETransformer3DModel: HetCache needs a Wan-VACE model")
-    return [("transformer", obj)], None

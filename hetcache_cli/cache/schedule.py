@@ -26,14 +26,15 @@ is FULL.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
 from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.flops import ModelDims, forward_flops, text_kv_flops
+from hetcache_cli.cache.plan import FULL, PARTIAL, REUSE, schedule_letters  # noqa: F401 (re-exported)
 
-FULL, PARTIAL, REUSE = "full", "partial", "reuse"
 _LETTERS = {"F": FULL, "P": PARTIAL, "R": REUSE}
 
 
@@ -46,10 +47,15 @@ def modulation_signal(transformer, timesteps: torch.Tensor | Sequence[float]) ->
     freq = embedder.timesteps_proj(t)  # [S, freq_dim]
     if param.dtype != torch.int8:
         freq = freq.to(param.dtype)
-    # diffusers keeps time_embedder in float32 (`_keep_in_fp32_modules`) and casts its output to the
-    # dtype the rest of the model computes in, as its own forward does (`type_as` the prompt embeds).
-    temb = embedder.time_embedder(freq).to(transformer.dtype)
-    proj = embedder.time_proj(embedder.act_fn(temb)).float()  # [S, 6 * D]
+    temb = embedder.time_embedder(freq)
+    # diffusers keeps time_embedder in float32 (`_keep_in_fp32_modules`) and time_proj in the model's
+    # dtype. The projection is taken in float32 whatever that dtype is, so that a bfloat16 or float16
+    # run gets the schedule of the float32 run (the signal is a property of the model's weights).
+    proj_layer = embedder.time_proj
+    weight = proj_layer.weight.float()
+    bias = None if proj_layer.bias is None else proj_layer.bias.float()
+    act = embedder.act_fn(temb.float()).to(weight.device)
+    proj = torch.nn.functional.linear(act, weight, bias)  # [S, 6 * D]
     change = (proj[1:] - proj[:-1]).abs().mean(dim=-1) / proj[:-1].abs().mean(dim=-1).clamp_min(1e-12)
     return [0.0] + change.cpu().tolist()
 
@@ -131,28 +137,31 @@ def resolve_schedule(transformer, config: HetCacheConfig, timesteps: torch.Tenso
     return decide(signal, config)
 
 
-def schedule_letters(decisions: Sequence[str]) -> str:
-    """['full', 'partial', 'reuse'] -> 'FPR'."""
-    return "".join(d[0].upper() for d in decisions)
+def step_flops(
+    dims: ModelDims, n_tokens: int, n_active: int, decisions: Sequence[str], text_kv: bool = False
+) -> list[float]:
+    """FLOPs of one forward (one guidance branch) at every step of one transformer's run.
+
+    `text_kv`: the prompt's K/V are projected at the transformer's first computed step only.
+    """
+    layers = 0 if text_kv else None
+    per = {FULL: forward_flops(dims, n_tokens, None, layers), PARTIAL: forward_flops(dims, n_tokens, n_active, layers),
+           REUSE: 0.0}
+    out = [per[_LETTERS.get(d, d)] for d in decisions]
+    first = next((i for i, d in enumerate(decisions) if _LETTERS.get(d, d) != REUSE), None)
+    if text_kv and first is not None:
+        out[first] += (dims.num_layers + dims.num_vace_layers) * text_kv_flops(dims)
+    return out
 
 
 def estimate_run_flops(
     dims: ModelDims, n_tokens: int, n_active: int, schedule: Sequence[str], branches: int = 2,
     text_kv: bool = False,
 ) -> dict:
-    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches.
-
-    `text_kv`: the prompt's K/V are projected at the first computed step only (its first FULL).
-    """
-    layers = 0 if text_kv else None
-    per = {FULL: forward_flops(dims, n_tokens, None, layers), PARTIAL: forward_flops(dims, n_tokens, n_active, layers),
-           REUSE: 0.0}
+    """Analytic FLOPs of a planned run vs the uncached run (all steps FULL), both guidance branches."""
     decisions = [_LETTERS.get(d, d) for d in schedule]
-    uncached = forward_flops(dims, n_tokens)
-    flops = branches * sum(per[d] for d in decisions)
-    if text_kv and any(d != REUSE for d in decisions):
-        flops += branches * (dims.num_layers + dims.num_vace_layers) * text_kv_flops(dims)
-    flops_full = branches * len(decisions) * uncached
+    flops = math.fsum(f for f in step_flops(dims, n_tokens, n_active, decisions, text_kv) for _ in range(branches))
+    flops_full = branches * len(decisions) * forward_flops(dims, n_tokens)
     return {
         "flops": flops,
         "flops_full": flops_full,

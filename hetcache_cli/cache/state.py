@@ -17,6 +17,7 @@ from diffusers.hooks.hooks import BaseState
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.forecast import ResidualForecast
 from hetcache_cli.cache.kv_forecast import KVForecast
+from hetcache_cli.cache.plan import CachePlan
 from hetcache_cli.cache.storage import FP8, CacheLayout, KVSlot, KVStore, cache_bytes
 from hetcache_cli.cache.tokens import TokenClasses
 from hetcache_cli.errors import InputError
@@ -144,20 +145,24 @@ class BranchState(BaseState):
 
 @dataclass
 class RunState:
-    """What one pipeline call (or one `begin_run`) shares between its branches."""
+    """What one pipeline call (or one `begin_run`) shares between its branches: the plan it executes and the
+    device tensors made from it once (token classes, the fixed part of the active set, the shared selection)."""
 
     run_id: int = 0
-    method: str = "hetcache"  # may fall back to teacache when the caches do not fit
-    decisions: list[str] | None = None  # one per step; None = not planned (bare transformer)
-    timesteps: list[float] | None = None  # host copies, for the statistics
+    plan: CachePlan | None = None  # None: not planned yet (a bare transformer before its first forward)
+    branches: int = 2  # guidance branches (bare transformer: as given to begin_run)
+    timesteps: list[float] | None = None  # the run's, as given (bare transformer); the plan's otherwise
     pixel_mask: torch.Tensor | None = None  # [F, H, W] bool
+    factors: tuple[int | None, int | None] = (None, None)  # pixels per token side, pixel frames per latent frame
     classes: TokenClasses | None = None
     static_active: torch.Tensor | None = None  # [M0] generative + margin subset
     uniform_context: torch.Tensor | None = None  # [Cs] context subset when selection = uniform
     n_context_pick: int = 0
-    layout: CacheLayout | None = None  # how the caches are kept (planned with the memory check)
     selection: tuple | None = None  # (step, active [B, M], slot [B, N]): the active set all branches share
     rope: tuple | None = None  # rotary tables for `rope_key`
     rope_key: tuple | None = None
-    memory_checked: bool = False
     extras: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str | None:
+        return self.plan.method if self.plan is not None else None

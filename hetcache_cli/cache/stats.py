@@ -7,13 +7,13 @@ that are read once, in `finalize()`, after the run.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from hetcache_cli.cache.flops import ModelDims, forward_flops
-
-DECISIONS = ("full", "partial", "reuse")
+from hetcache_cli.cache.plan import DECISIONS
+from hetcache_cli.cache.summary import RunSummary
 
 
 @dataclass
@@ -43,7 +43,7 @@ class StepRecord:
 
 @dataclass
 class StepStats:
-    """Collects StepRecords during a run; `summary()` condenses them."""
+    """Collects StepRecords during a run; `run_summary()` adds them up."""
 
     dims: ModelDims | None = None
     records: list[StepRecord] = field(default_factory=list)
@@ -52,7 +52,8 @@ class StepStats:
     cache_memory_measured_bytes: int = 0  # peak of those tensors actually held during the run
     text_kv_memory_bytes: int = 0  # the prompt's cached text embedding and K/V (text_kv), planned
     text_kv_memory_measured_bytes: int = 0
-    cache_memory_by_expert: dict = field(default_factory=dict)  # planned step-cache bytes per expert
+    cache_memory_by_expert: dict = field(default_factory=dict)  # planned (step cache, text K/V) bytes per expert
+    plan: object = None  # the CachePlan of the run being recorded
     _pending: list = field(default_factory=list, repr=False)
     _live: dict = field(default_factory=dict, repr=False)
 
@@ -97,6 +98,7 @@ class StepStats:
         self.text_kv_memory_bytes = 0
         self.text_kv_memory_measured_bytes = 0
         self.cache_memory_by_expert = {}
+        self.plan = None
 
     def observe_cache(self, expert: str, cache_bytes: int, text_bytes: int = 0) -> None:
         """The bytes of cache tensors `expert` holds now; the peaks of the sums over experts are kept."""
@@ -106,72 +108,36 @@ class StepStats:
         self.cache_memory_measured_bytes = max(self.cache_memory_measured_bytes, cache)
         self.text_kv_memory_measured_bytes = max(self.text_kv_memory_measured_bytes, text)
 
+    def begin(self, plan) -> None:
+        """A run of `plan` (a `CachePlan`) starts: records cleared, the planned cache memory taken from it."""
+        self.reset()
+        self.plan = plan
+        if plan is None:
+            return
+        self.cache_memory_by_expert = {e.name: (e.cache_bytes, e.text_kv_bytes) for e in plan.experts}
+        if plan.experts:
+            # a group frees an expert's caches when the next one takes over: the peak is the largest
+            self.cache_memory_bytes = max(c for c, _ in self.cache_memory_by_expert.values())
+            self.text_kv_memory_bytes = max(t for _, t in self.cache_memory_by_expert.values())
+
     def _full(self, r: StepRecord) -> float:
         if r.flops_full is not None:
             return r.flops_full
         return forward_flops(self.dims, r.tokens.total) if self.dims is not None else r.flops
-    def summary(self) -> dict:
+
+    def run_summary(self) -> RunSummary:
+        """The run added up (summary.py)."""
         self.finalize()
-        flops = sum(r.flops for r in self.records)
-        flops_full = sum(self._full(r) for r in self.records)
-        first_branch = self.records[0].branch if self.records else None
-        experts = {}
-        for name in dict.fromkeys(r.expert for r in self.records):
-            mine = [r for r in self.records if r.expert == name]
-            steps = [r.step for r in mine if r.branch == first_branch]
-            experts[name] = {
-                "first_step": min(steps) if steps else None,
-                "last_step": max(steps) if steps else None,
-                "schedule": _letters(mine, first_branch),
-                "decisions": _counts(mine),
-                "flops": sum(r.flops for r in mine),
-                "flops_full": sum(self._full(r) for r in mine),
-                "transformer_ms": sum(r.ms or 0.0 for r in mine),
-                "cache_memory_bytes": self.cache_memory_by_expert.get(name, (0, 0))[0],
-            }
-        return {
-            "schedule": _letters(self.records, first_branch),
-            "flops": flops,
-            "flops_full": flops_full,
-            "flops_ratio": (flops / flops_full) if flops_full else 1.0,
-            "transformer_ms": sum(r.ms or 0.0 for r in self.records),
-            "decisions": _counts(self.records),
-            "cache_memory_bytes": self.cache_memory_bytes,
-            "cache_memory_measured_bytes": self.cache_memory_measured_bytes,
-            "text_kv_memory_bytes": self.text_kv_memory_bytes,
-            "text_kv_memory_measured_bytes": self.text_kv_memory_measured_bytes,
-            "experts": experts,
-        }
+        records = [r if r.flops_full is not None else replace(r, flops_full=self._full(r)) for r in self.records]
+        memory = {k: getattr(self, k) for k in ("cache_memory_bytes", "cache_memory_measured_bytes",
+                                                "text_kv_memory_bytes", "text_kv_memory_measured_bytes")}
+        by_expert = {name: cache for name, (cache, _) in self.cache_memory_by_expert.items()}
+        return RunSummary.from_records(records, memory, by_expert)
+
+    def summary(self) -> dict:
+        """`run_summary()` as the statistics JSON writes it."""
+        return self.run_summary().to_dict()
 
     def to_list(self) -> list[dict]:
         self.finalize()
         return [r.to_dict() for r in self.records]
-
-
-def _letters(records: list[StepRecord], branch: str | None) -> str:
-    return "".join(r.decision[0].upper() for r in records if r.branch == branch)
-
-
-def _counts(records: list[StepRecord]) -> dict:
-    decisions = {d: 0 for d in DECISIONS}
-    for r in records:
-        decisions[r.decision] += 1
-    return decisions
-
-
-def combine_experts(per_run: list[dict]) -> dict:
-    """`summary()["experts"]` of several runs (windows of one edit) as one: sums, schedules joined by '|'."""
-    out: dict = {}
-    for experts in per_run:
-        for name, e in experts.items():
-            if name not in out:
-                out[name] = {**e, "decisions": dict(e["decisions"])}
-                continue
-            o = out[name]
-            o["schedule"] += "|" + e["schedule"]
-            for key in ("flops", "flops_full", "transformer_ms"):
-                o[key] += e[key]
-            for d, n in e["decisions"].items():
-                o["decisions"][d] += n
-            o["cache_memory_bytes"] = max(o["cache_memory_bytes"], e["cache_memory_bytes"])
-    return out

@@ -104,9 +104,14 @@ def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", 
 
 
 def result_summary(result) -> dict:
+    """`--json`: the edit's `RunSummary` (cache/summary.py) with what was written."""
+    from hetcache_cli.cache.summary import RunSummary
+
     s = result.stats["summary"]
+    run = RunSummary.from_dict(s)
     settings = result.stats["settings"]
     return {
+        "schema_version": s["schema_version"],
         "output": str(result.output),
         "stats": str(result.stats_path),
         "frames": settings["frames"],
@@ -116,10 +121,10 @@ def result_summary(result) -> dict:
         "rate": settings["rate"],
         "cache": settings["cache"]["method"],
         "wall_s": round(s["wall_s"], 3),
-        "flops_ratio": round(s["flops_ratio"], 4),
-        "decisions": s["decisions"],
-        "windows": s["windows"],
-        "experts": {name: e["schedule"] for name, e in s.get("experts", {}).items()},
+        "flops_ratio": round(run.flops_ratio, 4),
+        "decisions": dict(run.decisions),
+        "windows": run.windows,
+        "experts": {name: e.schedule for name, e in run.experts.items()},
     }
 
 

@@ -44,6 +44,7 @@ def memory(
     """Estimate the memory of an edit's denoising loop: weights on the GPU, HetCache's caches, activations."""
     setup_logging(json_out)
     from hetcache_cli.cache.config import CACHE_DEVICES, CACHE_DTYPES
+    from hetcache_cli.cache.plan import guidance_branches
     from hetcache_cli.cache.state import format_bytes as size
     from hetcache_cli.pipeline.memory import OFFLOADS, estimate, fit_table, format_table, model_sizes
 
@@ -67,7 +68,7 @@ def memory(
             )
         return
     est = estimate(model_sizes(model), frames, height, width, cache_dtype or "bfloat16", cache_device or "cuda",
-                   offload or "none", branches=2 if guidance_scale > 1.0 else 1)  # fmt: skip
+                   offload or "none", branches=guidance_branches(guidance_scale))  # fmt: skip
     if json_out:
         print_json(est)
         return

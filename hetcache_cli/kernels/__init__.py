@@ -13,7 +13,6 @@ from hetcache_cli.kernels.dispatch import (
     triton_mode,
     triton_status,
 )
-from hetcache_cli.kernels.rope import rope_scatter_tokens_
 from hetcache_cli.kernels.tokens import build_slot_map, gather_tokens, merge_tokens, scatter_tokens_
 
 __all__ = [
@@ -23,7 +22,6 @@ __all__ = [
     "gather_tokens",
     "merge_tokens",
     "resolve_use_triton",
-    "rope_scatter_tokens_",
     "scatter_tokens_",
     "triton_available",
     "triton_mode",

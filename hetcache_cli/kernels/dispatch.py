@@ -34,7 +34,6 @@ _TRUE_WORDS = {"1", "true", "on", "yes"}
 _KERNEL_MODULES = {
     "tokens": "hetcache_cli.kernels._triton_tokens",
     "attention": "hetcache_cli.kernels._triton_attention",
-    "rope": "hetcache_cli.kernels._triton_rope",
 }
 _loaded: dict[str, ModuleType] = {}
 _pinned_mode: str | None = None
@@ -109,7 +108,7 @@ def resolve_use_triton(use_triton: bool | None, *tensors: torch.Tensor, op: str 
 
 
 def kernels(name: str) -> ModuleType:
-    """A Triton kernel module ("tokens", "attention", "rope"); all are built on the first call."""
+    """A Triton kernel module ("tokens", "attention"); all are built on the first call."""
     global _pinned_mode
     if not _loaded:
         if triton is None:

@@ -57,20 +57,3 @@ def attention_mass_ref(q: torch.Tensor, k: torch.Tensor, scale: float | None = N
     logits = torch.einsum("bhgd,bhnd->bhgn", q.double(), k.double()) * scale  # [B, H, G, N]
     probs = torch.softmax(logits, dim=-1)
     return probs.sum(dim=2).mean(dim=1).float()  # [B, N]
-
-
-def rope_scatter_tokens_ref(
-    cache: torch.Tensor, idx: torch.Tensor, k: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor
-) -> torch.Tensor:
-    # out = cache.clone(); out[b, idx[b, i]] = wan_rope(k[b, i], freqs at position idx[b, i])
-    B, N, _, head_dim = cache.shape
-    cos = freqs_cos.reshape(N, head_dim)[idx.long()][:, :, None]  # [B, M, 1, head_dim]
-    sin = freqs_sin.reshape(N, head_dim)[idx.long()][:, :, None]
-    x1, x2 = k.unflatten(-1, (-1, 2)).unbind(-1)  # diffusers' Wan apply_rotary_emb
-    rotated = torch.empty_like(k)
-    rotated[..., 0::2] = x1 * cos[..., 0::2] - x2 * sin[..., 1::2]
-    rotated[..., 1::2] = x1 * sin[..., 1::2] + x2 * cos[..., 0::2]
-    out = cache.clone()
-    batch = torch.arange(B, device=cache.device)[:, None]
-    out[batch, idx.long()] = rotated
-    return out

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator, Mapping, Sequence
 
+from hetcache_cli.cache.plan import guidance_branches
 from hetcache_cli.errors import HetcacheError, InputError
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def estimate(name: str, values: dict | Exception, overwrite: bool) -> tuple[floa
         except HetcacheError:
             return 0.0, key
         frames, height, width = plan.frames, plan.height, plan.width
-    branches = 2 if spec.guidance_scale > 1.0 else 1
+    branches = guidance_branches(spec.guidance_scale)
     model_frames = sum(w.model_frames for w in plan_windows(frames, spec.window_frames, spec.window_overlap))
     return float(model_frames * height * width * spec.steps * branches), key
 

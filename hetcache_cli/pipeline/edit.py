@@ -29,6 +29,7 @@ import numpy as np
 
 from hetcache_cli import __version__
 from hetcache_cli.cache.config import HetCacheConfig
+from hetcache_cli.cache.model_check import check_cache_settings
 from hetcache_cli.errors import InputError, Interrupted
 from hetcache_cli.io.align import AlignmentPlan
 from hetcache_cli.io.atomic import atomic_write_text
@@ -46,7 +47,7 @@ from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
 
-STATS_VERSION = 2
+STATS_VERSION = 3  # = cache.summary.SCHEMA_VERSION (no torch import here)
 __all__ = ["SIZE_MULTIPLE", "EditResult", "PreparedEdit", "plan_edit", "prepare_edit", "resolve_outputs", "run_edit"]
 
 ProgressFn = Callable[[int, int], None]
@@ -86,6 +87,7 @@ def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
     if output.exists() and not overwrite:
         raise InputError(f"output {output} already exists; pass --overwrite or choose another -o/--output")
     cache = spec.cache_config()
+    check_cache_settings(cache, spec.model, spec.steps)  # against the model's config.json, before its weights
 
     fit = fit_source(spec, output)
     messages = fit.messages
@@ -227,45 +229,20 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
 
 def plan_edit(prep: PreparedEdit, pipe) -> dict:
     """What `run_edit` would do, without running it: windows, schedule, token counts, FLOPs, cache memory."""
-    import torch
-
-    from hetcache_cli.cache.planning import describe_run
-    from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
+    from hetcache_cli.cache.summary import RunSummary
+    from hetcache_cli.pipeline.model import guidance_kwargs
 
     guidance_kwargs(pipe, prep.spec.guidance_scale_2, prep.spec.model)
-    device = execution_device(pipe)
-    pipe.scheduler.set_timesteps(prep.spec.steps, device=device)
-    branches = 2 if prep.spec.guidance_scale > 1.0 else 1
-    spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
-    per_window = []
-    for window, crop in zip(prep.windows, prep.crops):
-        mask = window_mask(crop_mask(prep.mask[window.start : window.stop], crop), window)
-        run = describe_run(
-            pipe,
-            prep.cache,
-            pipe.scheduler.timesteps,
-            torch.from_numpy(mask),
-            branches=branches,
-            spatial=spatial,
-            temporal=pipe.vae_scale_factor_temporal,
-            device=device,
-        )
-        per_window.append({**window.to_dict(), **run, "crop": crop.to_dict()})
+    plans = [window_plan(prep, pipe, window, crop) for window, crop in zip(prep.windows, prep.crops)]
+    per_window = [{**w.to_dict(), **p.to_dict(), "crop": c.to_dict()} for w, c, p in zip(prep.windows, prep.crops, plans)]
+    total = RunSummary.combine(RunSummary.from_plan(p) for p in plans)
+    largest = max(plans, key=lambda p: p.peak_expert.memory["total"])
     first = per_window[0]
-    flops = sum(w["flops"] for w in per_window)
-    flops_full = sum(w["flops_full"] for w in per_window)
-    largest = max(per_window, key=lambda w: w["cache_memory"]["total"])
     return {
-        "schedule": first["schedule"],
+        **{k: v for k, v in total.to_dict().items() if k in _PLANNED},
         "tokens": first["tokens"],
-        "flops": flops,
-        "flops_full": flops_full,
-        "flops_ratio": flops / flops_full if flops_full else 1.0,
-        "decisions": {d: sum(w["decisions"][d] for w in per_window) for d in first["decisions"]},
-        "cache_memory_bytes": max(w["cache_memory_bytes"] for w in per_window),
-        "cache_memory": largest["cache_memory"],
-        "text_kv_memory_bytes": largest["text_kv_memory_bytes"],
-        "cache_memory_fits": all(w["cache_memory_fits"] for w in per_window),
+        "cache_memory": dict(largest.peak_expert.memory),
+        "cache_memory_fits": all(p.fits for p in plans),
         "experts": first["experts"],
         "notes": first["notes"],
         "windows": per_window,
@@ -276,12 +253,34 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
         "fps": _rate_text(prep),
         "crop": prep.spec.crop,
         "audio": prep.audio.to_dict(),
-        "branches": branches,
+        "branches": plans[0].branches,
         "offload": prep.spec.offload,
         "cache": prep.cache.to_dict(),
         "alignment": prep.messages,
-        "memory": gpu_estimate(prep, pipe, branches),
+        "memory": gpu_estimate(prep, pipe, plans[0].branches),
     }
+
+
+_PLANNED = ("schema_version", "schedule", "decisions", "flops", "flops_full", "flops_ratio", "cache_memory_bytes",
+            "text_kv_memory_bytes")  # what a plan knows of a run's summary (no times, no measured memory)
+
+
+def window_plan(prep: PreparedEdit, pipe, window: Window, crop: Crop):
+    """The cache plan of one window's pipeline call (cache/planning.py), as the hook will make it."""
+    import torch
+
+    from hetcache_cli.cache.plan import guidance_branches
+    from hetcache_cli.cache.planning import plan_model
+    from hetcache_cli.pipeline.model import execution_device
+
+    device = execution_device(pipe)
+    pipe.scheduler.set_timesteps(prep.spec.steps, device=device)
+    mask = window_mask(crop_mask(prep.mask[window.start : window.stop], crop), window)
+    spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
+    return plan_model(
+        pipe, prep.cache, pipe.scheduler.timesteps, torch.from_numpy(mask), branches=guidance_branches(prep.spec.guidance_scale),
+        spatial=spatial, temporal=pipe.vae_scale_factor_temporal, device=device,
+    )  # fmt: skip
 
 
 def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:

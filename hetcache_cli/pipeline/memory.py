@@ -180,8 +180,10 @@ def estimate(
 
     `forecast` as the cache setting: `auto` / `linear` keep K/V slopes for float K/V on the GPU.
     """
+    from hetcache_cli.cache.config import HetCacheConfig
     from hetcache_cli.cache.flops import ModelDims
-    from hetcache_cli.cache.state import cache_layout, cache_memory
+    from hetcache_cli.cache.planning import plan_layout
+    from hetcache_cli.cache.state import cache_memory
     from hetcache_cli.cache.storage import activation_bytes
 
     if offload not in OFFLOADS:
@@ -191,13 +193,15 @@ def estimate(
     n_tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
     text_bytes = sizes.text_encoder_params * torch.empty((), dtype=dtype).element_size()  # loaded in `dtype`
     vae_bytes = sizes.vae_params * 4  # float32
+    # the layout as a run's plan decides it (planning.plan_layout), for a GPU with room for the caches
+    try:
+        config = HetCacheConfig(method=method, cache_dtype=cache_dtype, cache_device=cache_device, forecast=forecast)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     per_expert = []
     for t in sizes.transformers:
         dims = ModelDims.from_config(t.config)
-        on = method != "none" and forecast != "none" and (method == "hetcache" or forecast != "auto")
-        kv = on and method == "hetcache" and forecast != "residual"
-        layout = cache_layout(cache_dtype, dtype, host=cache_device == "cpu", text_kv=method != "none",
-                              forecast=on, forecast_kv=kv)
+        layout, _ = plan_layout(config, dims, dtype, n_tokens, branches, None, method)
         caches = cache_memory(dims, n_tokens, branches, layout, dtype, method)
         activations = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, n_tokens, dtype)
         if layout.quantised or layout.host:

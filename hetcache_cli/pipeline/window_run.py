@@ -23,8 +23,6 @@ from hetcache_cli.pipeline.windows import (
 
 __all__ = ["load_patch", "model_inputs", "output_frames", "run_window", "summarise_windows"]
 
-_WINDOW_KEYS = ("schedule", "decisions", "flops", "flops_full", "flops_ratio", "transformer_ms", "cache_memory_bytes",
-                "cache_memory_measured_bytes", "text_kv_memory_bytes", "text_kv_memory_measured_bytes", "experts")
 GRAY = 0.5  # VACE's fill for pixels to generate: 127.5 / 255, 0 after the pipeline's [-1, 1] normalisation
 
 
@@ -124,12 +122,10 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     result = changed_patch(window.start, union, out_frames, source_union)
     del out_frames, final, raw
 
-    summary = stats.summary()
     steps = [{**record, "window": window.index} for record in stats.to_list()]
-    tokens = steps[0]["tokens"]["total"] if steps else None
     record = {
-        **window.to_dict(), "seed": seed, **{k: summary[k] for k in _WINDOW_KEYS}, "wall_s": wall_s,
-        "color_match": color, "crop": crop.to_dict(), "tokens": tokens, "patch": result.to_dict(),
+        **window.to_dict(), "seed": seed, **stats.run_summary().to_dict(), "wall_s": wall_s,
+        "color_match": color, "crop": crop.to_dict(), "patch": result.to_dict(),
     }  # fmt: skip
     return result, raw_patch, {"window": record, "steps": steps}
 
@@ -143,28 +139,12 @@ def load_patch(store: WindowStore, index: int) -> tuple[Patch, dict]:
 
 def summarise_windows(window_docs: list[dict]) -> dict:
     """The whole edit's summary over its windows (each window's own is in the statistics' `windows`)."""
-    from hetcache_cli.cache.stats import combine_experts
+    from hetcache_cli.cache.summary import RunSummary
 
-    flops = sum(w["flops"] for w in window_docs)
-    flops_full = sum(w["flops_full"] for w in window_docs)
-    schedules = [w["schedule"] for w in window_docs]
+    summary = RunSummary.combine(RunSummary.from_dict(w) for w in window_docs).to_dict(edit=True)
     scales = [w["crop"]["scale"] for w in window_docs]
-    return {
-        "schedule": schedules[0] if len(set(schedules)) == 1 else "|".join(schedules),
-        "flops": flops,
-        "flops_full": flops_full,
-        "flops_ratio": flops / flops_full if flops_full else 1.0,
-        "transformer_ms": sum(w["transformer_ms"] for w in window_docs),
-        "decisions": {d: sum(w["decisions"][d] for w in window_docs) for d in ("full", "partial", "reuse")},
-        "cache_memory_bytes": max(w["cache_memory_bytes"] for w in window_docs),
-        **{k: max(w.get(k, 0) for w in window_docs)
-           for k in ("cache_memory_measured_bytes", "text_kv_memory_bytes", "text_kv_memory_measured_bytes")},
-        "experts": combine_experts([w.get("experts", {}) for w in window_docs]),
-        "windows": len(window_docs),
-        "resumed_windows": sum(bool(w.get("resumed")) for w in window_docs),
-        "tokens": sum(w["tokens"] or 0 for w in window_docs),
-        "scale": {"min": min(scales), "max": max(scales)},
-    }
+    summary["scale"] = {"min": min(scales), "max": max(scales)}
+    return summary
 
 
 def output_frames(store: WindowStore, windows: list[Window], source: np.ndarray, chunks: bool = False):

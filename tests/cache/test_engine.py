@@ -183,3 +183,17 @@ def test_lower_precision_caches(transformer):
         assert state.kv_buffer.dtype == torch.bfloat16 and state.residual.dtype == torch.bfloat16
         got = call(transformer, "cond", inputs)
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_uncached_bare_transformer_records_every_forward_without_begin_run(transformer):
+    from hetcache_cli.cache.flops import ModelDims, forward_flops
+
+    stats = StepStats()
+    apply_hetcache(transformer, HetCacheConfig(method="none"), stats)
+    with torch.no_grad():
+        for i in range(3):
+            call(transformer, "cond", make_inputs(transformer, i, 900.0 - 100 * i))
+    assert [(r.step, r.decision) for r in stats.records] == [(0, "full"), (1, "full"), (2, "full")]
+    dims = ModelDims.from_config(transformer.config, text_len=16)
+    assert [r.flops for r in stats.records] == [forward_flops(dims, 48)] * 3
+    assert [r.timestep for r in stats.records] == [900.0, 800.0, 700.0]

@@ -16,6 +16,8 @@ from hetcache_cli.cache import (
     estimate_cache_memory,
     remove_hetcache,
 )
+from hetcache_cli.cache.planning import plan_model
+from hetcache_cli.cache.summary import RunSummary
 
 from cache_helpers import clip, eval_pipeline, run_pipe
 
@@ -91,6 +93,14 @@ def test_fast_preset_spends_at_most_40_percent_of_the_flops():
     assert plan["flops_ratio"] == pytest.approx(summary["flops_ratio"])
     assert plan["tokens"]["active"] == partial.tokens.computed
     assert plan["cache_memory_bytes"] == stats.cache_memory_bytes
+    # ... and for the pipeline, it is the plan the hook executed, step for step
+    planned = plan_model(pipe, build_config(preset="fast"), pipe.scheduler.timesteps, pixel)
+    assert planned == stats.plan
+    ran, predicted = stats.run_summary(), RunSummary.from_plan(planned)
+    assert (ran.schedule, ran.decisions, ran.flops, ran.flops_full, ran.tokens) == \
+        (predicted.schedule, predicted.decisions, predicted.flops, predicted.flops_full, predicted.tokens)
+    assert [(r.step, r.decision, r.flops, r.tokens.computed) for r in stats.records if r.branch == "cond"] == \
+        [(s.step, s.decision, s.flops, s.computed) for s in planned.steps]
 
 
 def test_cache_memory_estimate_matches_the_design_figure():

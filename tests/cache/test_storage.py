@@ -26,7 +26,7 @@ def runs(pipe, small_clip):
         handle = apply_hetcache(pipe, config, stats)
         layouts = []
         latents = run_pipe(pipe, *small_clip, steps=len(SCHEDULE),
-                           callback_on_step_end=lambda p, i, t, kw: layouts.append(handle.run.layout) or kw)
+                           callback_on_step_end=lambda p, i, t, kw: layouts.append(handle.plan.expert(handle.expert).layout) or kw)
         remove_hetcache(pipe)
         out[(dtype, device)] = (latents, stats, layouts[0])
     return out

@@ -33,7 +33,7 @@ def test_edit_writes_video_and_stats(small_clip, tiny_model_dir, tmp_path):
     assert clip.fps == pytest.approx(8.0)
 
     stats = json.loads((tmp_path / "edited.stats.json").read_text())
-    assert stats["version"] == 2
+    assert stats["version"] == 3
     assert stats["paths"]["output"] == str(out)
     assert stats["settings"]["frames"] == 9 and stats["settings"]["cache"]["method"] == "none"
     steps = stats["steps"]
@@ -133,8 +133,9 @@ def test_dry_run_plans_without_writing(small_clip, tiny_model_dir, tmp_path):
     assert r.exit_code == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["schedule"] == "FPRPRF"
-    assert plan["decisions"] == {"full": 2, "partial": 2, "reuse": 2}
-    assert plan["tokens"]["total"] == 48
+    # forwards, as a run counts them: 6 steps x 2 guidance branches
+    assert plan["branches"] == 2 and plan["decisions"] == {"full": 4, "partial": 4, "reuse": 4}
+    assert plan["tokens"]["total"] == 48 and plan["schema_version"] == 3
     assert 0 < plan["flops_ratio"] < 1
     text = invoke(*args)
     assert text.exit_code == 0 and "FPRPRF" in text.stdout

@@ -60,6 +60,14 @@ def test_every_frame_is_kept_and_stats_list_windows(clip30, tiny_model_dir, tmp_
     assert len(stats["steps"]) == 6 * 2 * 2
     assert stats["summary"]["flops"] == pytest.approx(sum(s["flops"] for s in stats["steps"]))
     assert not list(tmp_path.glob(".*"))  # the work folder is gone after success
+    # the dry run of the same edit plans what ran, window by window: schedules, tokens, FLOPs exactly
+    dry = tiny_edit(video, mask, tiny_model_dir, tmp_path / "dry.mp4", "--schedule", "FR", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    plan = json.loads(dry.stdout)
+    assert [(w["schedule"], w["tokens"]["total"], w["flops"], w["flops_full"], w["decisions"]) for w in plan["windows"]] \
+        == [(w["schedule"], w["tokens"], w["flops"], w["flops_full"], w["decisions"]) for w in windows]
+    for key in ("schema_version", "schedule", "decisions", "flops", "flops_full", "flops_ratio"):
+        assert plan[key] == stats["summary"][key], key
 
 
 def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_dir):

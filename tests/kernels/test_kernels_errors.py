@@ -12,7 +12,6 @@ from hetcache_cli.kernels import (
     build_slot_map,
     gather_tokens,
     merge_tokens,
-    rope_scatter_tokens_,
     scatter_tokens_,
 )
 
@@ -131,19 +130,3 @@ def test_attention_mass_rejects_bad_inputs():
         attention_mass(q, k, chunk=0)
     with pytest.raises(ValueError, match="k is on meta but q is on cpu"):
         attention_mass(q, k.to("meta"))
-
-
-def test_rope_scatter_rejects_bad_inputs():
-    cache, k, idx = torch.zeros(1, 9, 2, 8), torch.zeros(1, 3, 2, 8), torch.tensor([[0, 4, 8]])
-    table = torch.ones(1, 9, 1, 8)
-    with pytest.raises(ValueError, match=r"k must have shape \(1, 3, 2, 8\) to match cache \(1, 9, 2, 8\) .*6\)$"):
-        rope_scatter_tokens_(cache, idx, k[..., :6], table, table)
-    with pytest.raises(ValueError, match=r"freqs_sin must be .* N = 9 and head_dim = 8 from cache, got \(1, 8, 1, 8"):
-        rope_scatter_tokens_(cache, idx, k, table, table[:, :8])
-    with pytest.raises(ValueError, match="head_dim must be even"):
-        rope_scatter_tokens_(cache[..., :7], idx, k[..., :7], table[..., :7], table[..., :7])
-    with pytest.raises(ValueError, match="cache is written in place, so its rows must be contiguous"):
-        small = torch.ones(9, 2)
-        rope_scatter_tokens_(cache.transpose(2, 3), idx, torch.zeros(1, 3, 8, 2), small, small)
-    with pytest.raises(ValueError, match="repeated index 4"):
-        rope_scatter_tokens_(cache, torch.tensor([[4, 1, 4]]), k, table, table, check=True)

@@ -15,7 +15,6 @@ from hetcache_cli.kernels import (
     build_slot_map,
     gather_tokens,
     merge_tokens,
-    rope_scatter_tokens_,
     scatter_tokens_,
 )
 from hetcache_cli.kernels import reference as ref
@@ -182,44 +181,3 @@ def test_attention_mass_empty_sides(use_triton):
     q, k = torch.randn(2, 3, 0, 16), torch.randn(2, 3, 37, 16)
     assert torch.equal(attention_mass(q, k, use_triton=use_triton), torch.zeros(2, 37))
     assert attention_mass(k, q, use_triton=use_triton).shape == (2, 0)
-
-
-def _rope_tables(N: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # Wan-style tables: one angle per pair, repeated for both members, [1, N, 1, head_dim]
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(N, dtype=torch.float64), inv_freq).repeat_interleave(2, dim=1)
-    return angles.cos().float().view(1, N, 1, head_dim), angles.sin().float().view(1, N, 1, head_dim)
-
-
-ROPE_SHAPES = [(2, 37, 3, 24, 11), (1, 63, 2, 40, 63), (2, 37, 2, 16, 0)]  # (B, N, H, head_dim, M)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", ROPE_SHAPES, ids=["B2-N37-H3-hd24", "B1-N63-MN", "B2-M0"])
-def test_rope_scatter_matches_reference(shape, dtype, use_triton):
-    B, N, H, head_dim, M = shape
-    cache = tokens(B, N, H * head_dim, dtype, 33).view(B, N, H, head_dim)
-    k = tokens(B, M, H * head_dim, dtype, 34).view(B, M, H, head_dim)
-    idx = index(B, M, N, torch.int32, seed=35)
-    cos, sin = _rope_tables(N, head_dim)
-    expected = ref.rope_scatter_tokens_ref(cache, idx, k, cos, sin)
-    out = rope_scatter_tokens_(cache, idx, k, cos, sin, use_triton=use_triton)
-    assert out is cache
-    torch.testing.assert_close(cache, expected, **BLEND_TOL[dtype])
-    untouched = build_slot_map(idx, N) < 0  # [B, N]
-    assert torch.equal(cache[untouched], expected[untouched])
-
-
-def test_rope_at_position_zero_is_identity_and_matches_full_rope(use_triton):
-    # position 0 has angle 0: the key is copied unchanged; a full-length scatter equals
-    # rotating every token in place with the tables
-    B, N, H, head_dim = 1, 37, 2, 24
-    cos, sin = _rope_tables(N, head_dim)
-    k = tokens(B, N, H * head_dim, torch.float32, 36).view(B, N, H, head_dim)
-    cache = torch.zeros_like(k)
-    rope_scatter_tokens_(cache, torch.arange(N)[None], k, cos, sin, use_triton=use_triton)
-    assert torch.equal(cache[:, 0], k[:, 0])
-    x1, x2 = k[..., 0::2], k[..., 1::2]
-    c, s = cos[..., 0::2], sin[..., 0::2]
-    torch.testing.assert_close(cache[..., 0::2], x1 * c - x2 * s)
-    torch.testing.assert_close(cache[..., 1::2], x1 * s + x2 * c)

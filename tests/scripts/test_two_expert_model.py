@@ -52,5 +52,10 @@ def test_edit_runs_both_experts_full_first_within_the_fast_budget(two_expert_dir
     summary = stats["summary"]
     assert {n: e["schedule"][0] for n, e in summary["experts"].items()} == {"transformer": "F", "transformer_2": "F"}
     assert summary["flops_ratio"] <= 0.40, summary
-    assert summary["schedule"] == plan["schedule"] and summary["flops_ratio"] == pytest.approx(plan["flops_ratio"])
+    # the dry run's plan is what ran: the same schedules, forwards and FLOPs, per expert too
+    for key in ("schedule", "decisions", "flops", "flops_full", "flops_ratio"):
+        assert summary[key] == plan[key], key
+    assert {n: (e["schedule"], e["flops"]) for n, e in summary["experts"].items()} == \
+        {n: (e["schedule"], e["flops"]) for n, e in plan["experts"].items()}
+    assert stats["windows"][0]["tokens"] == plan["tokens"]["total"]
     assert stats["model"]["boundary_ratio"] == 0.875 and "transformer_2" in stats["model"]
