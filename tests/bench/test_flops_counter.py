@@ -1,4 +1,4 @@
-"""The FLOPs counter: closed-form counts, and instrumented == analytic on the demo model (METHOD.md section 5)."""
+"""The FLOPs counter: closed-form counts, and instrumented == analytic on the demo model (docs/method.md section 6)."""
 
 import pytest
 import torch
