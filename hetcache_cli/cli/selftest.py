@@ -89,7 +89,7 @@ def selftest(device: SelftestDevice = None, json_out: opt.Json = False, quick: Q
     """Check that this machine can run hetcache: versions, kernels, the demo edit (exit 1 if any check FAILs)."""
     setup_logging(quiet=True)
     dev = _device(device)
-    from hetcache_cli.selftest import run_selftest
+    from hetcache_cli.selftest.checks import run_selftest
 
     def on_start(name: str) -> None:
         stderr.print(f"checking {name} ...", highlight=False)

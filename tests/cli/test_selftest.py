@@ -8,9 +8,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import hetcache_cli.selftest as selftest_mod
+import hetcache_cli.selftest.checks as selftest_mod
 from hetcache_cli.cli.selftest import selftest
-from hetcache_cli.selftest_kernels import KERNEL_CASES
+from hetcache_cli.selftest.kernel_checks import KERNEL_CASES
 
 app = typer.Typer()
 app.command()(selftest)

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from hetcache_cli import __version__, kernels
-from hetcache_cli.selftest_kernels import BUG, FAIL, PASS, SKIP, kernel_checks
+from hetcache_cli.selftest.kernel_checks import BUG, FAIL, PASS, SKIP, kernel_checks
 
 DEMO_PROMPT = "a red ball"
 # explicit schedules, so that partial and reuse steps certainly run
