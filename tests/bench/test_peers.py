@@ -37,6 +37,7 @@ def setup(small_clip, tiny_model_dir, tmp_path_factory):
                 run_edit=run_edit)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_each_peer_attaches_runs_detaches_and_the_next_method_runs_clean(setup, monkeypatch):
     from hetcache_cli.bench.runs import Runner
 

@@ -70,6 +70,7 @@ def test_state_is_reset_after_a_call_and_after_a_call_that_raised(cached, small_
     torch.testing.assert_close(third, first, rtol=0, atol=0)  # ... and they did not leak into the next call
 
 
+@pytest.mark.slow
 def test_fast_preset_spends_at_most_40_percent_of_the_flops():
     pipe = eval_pipeline()
     video, mask = clip(17, 128, (40, 90, 40, 90))  # 50x50 px: ~15% of the frame

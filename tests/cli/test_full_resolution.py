@@ -61,6 +61,7 @@ def auto_edit(hd_clip):
     return out, edit(hd_clip, out, "--steps", 6, "--cache", "none")
 
 
+@pytest.mark.slow
 def test_output_keeps_size_frames_rate_and_audio(hd_clip, auto_edit):
     out, stats = auto_edit
     src, got = probe_media(hd_clip["video"]), probe_media(out)
@@ -116,6 +117,7 @@ def test_a_box_moving_across_the_frame_never_leaves_its_windows_crop(tmp_path, w
         assert w["crop"]["model_size"][0] * w["crop"]["model_size"][1] <= 160 * 288
 
 
+@pytest.mark.slow
 def test_auto_crop_costs_fewer_tokens_and_sees_more_pixels_than_full(hd_clip, auto_edit):
     _, auto = auto_edit
     full = edit(hd_clip, hd_clip["root"] / "full.mp4", "--steps", 1, "--cache", "none", "--crop", "full", "--no-audio")

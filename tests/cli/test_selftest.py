@@ -38,6 +38,7 @@ def no_demo(monkeypatch):
     monkeypatch.setattr(selftest_mod, "demo_checks", lambda runner, dev, quick, dtype: None)
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_passes_end_to_end():
     r = invoke("--device", "cpu", "--quick", "--json")
     assert r.exit_code == 0, r.stdout + r.stderr
@@ -121,6 +122,7 @@ def test_unknown_device_is_a_usage_error():
     assert "--device 'tpu' is not valid" in r.stderr
 
 
+@pytest.mark.slow
 def test_bfloat16_demo_edits_run_on_the_cpu_and_say_so(monkeypatch):
     """What `selftest --device cuda` runs by default, rehearsed on the CPU: HetCache in bfloat16."""
     monkeypatch.setattr(selftest_mod, "kernel_checks", lambda runner, dev, quick: None)
@@ -137,6 +139,7 @@ def test_bfloat16_demo_edits_run_on_the_cpu_and_say_so(monkeypatch):
     assert cached["decisions"]["partial"] > 0 and cached["decisions"]["reuse"] > 0
 
 
+@pytest.mark.slow
 def test_a_pipeline_in_another_dtype_fails_the_demo_edit(monkeypatch):
     """The check reads the dtype the transformer's weights really have, not the one asked for."""
     import hetcache_cli.pipeline.model as model

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
+@pytest.mark.slow
 def test_triton_cases_under_interpreter():
     if not dispatch.triton_available():
         pytest.skip("triton does not import: only the torch paths can run")
