@@ -72,6 +72,7 @@ def test_uncached_forward_equals_the_analytic_count(demo_transformer):
     assert count.total > analytic
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_fixed_schedule_hetcache_run_matches_its_analytic_count(demo_transformer):
     stats = StepStats()

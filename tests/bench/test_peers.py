@@ -81,6 +81,7 @@ def test_each_peer_attaches_runs_detaches_and_the_next_method_runs_clean(setup, 
     assert "mag_ratios calibrated" in rows["diffusers:magcache"]["note"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, verdict", [
     ("diffusers:fbcache", "hints twice"), ("diffusers:magcache", "hints twice"), ("diffusers:pab", "ok"),
     ("diffusers:taylorseer", "ok"), ("cache-dit:dbcache", "ok"),

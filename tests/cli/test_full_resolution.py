@@ -74,6 +74,7 @@ def test_output_keeps_size_frames_rate_and_audio(hd_clip, auto_edit):
     assert stats["settings"]["audio"]["streams"][0]["action"] == "copy"
 
 
+@pytest.mark.slow
 def test_pixels_outside_the_paste_band_are_the_sources_and_the_ball_turns_red(hd_clip, auto_edit):
     out, _ = auto_edit
     edited = read_video(out).frames.astype(int)
@@ -87,6 +88,7 @@ def test_pixels_outside_the_paste_band_are_the_sources_and_the_ball_turns_red(hd
     assert source[hd_clip["ball"]].mean(axis=0).min() > 200
 
 
+@pytest.mark.slow
 def test_the_mask_stays_inside_the_crop_in_every_frame(hd_clip, auto_edit):
     _, stats = auto_edit
     mask = load_mask(hd_clip["mask"], FRAMES, (H, W))
