@@ -25,7 +25,7 @@ from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
 
 # in-mask PSNR (dB) against the uncached output, worst clip. Published step caches on Wan2.1 measure
-# 24-27 dB over whole frames at ~2.5x (METHOD.md section 5); the targets ask more, inside the mask.
+# 24-27 dB over whole frames at ~2.5x (docs/method.md section 9); the targets ask more, inside the mask.
 DEFAULT_TARGETS = {"quality": 40.0, "balanced": 33.0, "fast": 28.0}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from hetcache_cli.bench.core import FAILED, MISSING, MethodResult
+from hetcache_cli.bench.results import FAILED, MISSING, MethodResult
 from hetcache_cli.bench.flops_counter import count_flops
 from hetcache_cli.bench.peer_state import PipelineSnapshot
 from hetcache_cli.bench.peers import capture_logs

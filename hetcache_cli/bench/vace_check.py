@@ -7,7 +7,7 @@ main stream after its block, in the transformer's own forward, outside the block
 stores a whole-stack residual (which already holds the hints) and lets the forward add the hints
 again returns, on a skipped call, the output of `stack + sum(hints)`. The check computes that
 prediction too: when the second output differs from the first but matches it, the cache adds the
-hints twice (METHOD.md section 7).
+hints twice (docs/method.md section 10).
 
 The inputs are random and small (2 latent frames, 8x8 latent pixels, 16 text tokens), so the check
 costs three forwards of a few dozen tokens on any model size.

@@ -68,7 +68,7 @@ def text_kv_flops(dims: ModelDims) -> float:
 
 
 def attention_flops(dims: ModelDims, n_tokens: int) -> float:
-    """QK^T + AV of the main blocks only (the 'attention share' of METHOD.md)."""
+    """QK^T + AV of the main blocks only (the 'attention' column of docs/method.md section 6)."""
     return float(dims.num_layers * 4 * n_tokens * n_tokens * dims.dim)
 
 

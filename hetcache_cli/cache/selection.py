@@ -1,4 +1,4 @@
-"""Which context tokens a PARTIAL step recomputes (METHOD.md section 4).
+"""Which context tokens a PARTIAL step recomputes (docs/method.md section 4).
 
 At every FULL step, at the main block `score_layer`:
 - score: the attention mass each context key receives from the generative queries, with the

@@ -1,4 +1,4 @@
-"""Token classes of a masked edit: generative, margin and context (METHOD.md section 3).
+"""Token classes of a masked edit: generative, margin and context (docs/method.md section 3).
 
 Token order is the rotary order n = t * H' * W' + h * W' + w. Everything runs in torch on
 the mask's device; the class sizes are read back to the host once per run (they size the

@@ -20,12 +20,21 @@ Examples:
 
   hetcache selftest --device cpu --quick
 
+  hetcache selftest --device cpu --quick --dtype bfloat16   # the dtype a CUDA run gets, rehearsed on the CPU
+
   TRITON_INTERPRET=1 hetcache selftest --device cpu --quick
 """
 
 SelftestDevice = Annotated[
     Optional[str], typer.Option("--device", help="auto | cuda | cpu (or cuda:N) [default: auto].", show_default=False)
 ]
+SelftestDtype = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dtype", show_default=False,
+        help="Dtype of the demo edits: auto | float32 | float16 | bfloat16 [default: auto = bfloat16 on CUDA, float32 on CPU].",
+    ),
+]  # fmt: skip
 Quick = Annotated[bool, typer.Option("--quick", help="Fewer demo steps and frames, no warm-up: seconds on a CPU.")]
 
 _STYLE = {"PASS": "green", "FAIL": "bold red", "SKIP": "yellow"}
@@ -47,6 +56,18 @@ def _device(value: str | None):
     return dev
 
 
+def _dtype(value: str | None, dev) -> str:
+    """The demo edits' dtype by name; `auto` is what `hetcache edit` gives this device."""
+    from hetcache_cli.spec.schema import DTYPES
+
+    value = value or "auto"
+    if value not in DTYPES:
+        raise InputError(f"--dtype {value!r} is not valid: use {', '.join(DTYPES)}")
+    from hetcache_cli.pipeline.model import resolve_dtype
+
+    return str(resolve_dtype(value, dev)).removeprefix("torch.")
+
+
 def _environment_table(env: dict):
     from rich.table import Table
     from rich.text import Text
@@ -64,7 +85,8 @@ def _environment_table(env: dict):
         ("ffmpeg", f"{ffmpeg['version']} ({ffmpeg['path']})" if ffmpeg.get("path") else ffmpeg.get("error", "-")),
         ("attention", f"active {attn.get('active')}; usable: {', '.join(attn.get('usable', [])) or '-'}"),
     ]
-    table = Table(title=f"hetcache {env['hetcache']} selftest on {env['selftest']['device']}", title_justify="left")
+    run = env["selftest"]
+    table = Table(title=f"hetcache {env['hetcache']} selftest on {run['device']}, {run['dtype']}", title_justify="left")
     table.add_column("component")
     table.add_column("version / capability")
     for name, value in rows:
@@ -85,16 +107,19 @@ def _checks_table(checks):
 
 
 @handle_errors
-def selftest(device: SelftestDevice = None, json_out: opt.Json = False, quick: Quick = False) -> None:
+def selftest(
+    device: SelftestDevice = None, dtype: SelftestDtype = None, json_out: opt.Json = False, quick: Quick = False
+) -> None:
     """Check that this machine can run hetcache: versions, kernels, the demo edit (exit 1 if any check FAILs)."""
     setup_logging(quiet=True)
     dev = _device(device)
-    from hetcache_cli.selftest import run_selftest
+    dtype_name = _dtype(dtype, dev)
+    from hetcache_cli.selftest.checks import run_selftest
 
     def on_start(name: str) -> None:
         stderr.print(f"checking {name} ...", highlight=False)
 
-    report = run_selftest(dev, quick, on_start=on_start)
+    report = run_selftest(dev, quick, on_start=on_start, dtype=dtype_name)
     failed = [c.name for c in report.checks if c.status == "FAIL"]
     if json_out:
         print_json(report.to_dict())
@@ -103,7 +128,7 @@ def selftest(device: SelftestDevice = None, json_out: opt.Json = False, quick: Q
         stdout.print(_checks_table(report.checks))
         counts = {s: sum(c.status == s for c in report.checks) for s in ("PASS", "FAIL", "SKIP")}
         tally = f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped"
-        verdict = f"FAILED ({', '.join(failed)})" if failed else "this machine works"
+        verdict = f"FAILED ({', '.join(failed)})" if failed else f"this machine works (demo edits in {dtype_name})"
         stdout.print(f"selftest: {tally}: {verdict}", highlight=False)
     if failed:
         raise typer.Exit(EXIT_FAILURE)

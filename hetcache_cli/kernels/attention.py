@@ -1,7 +1,7 @@
 """Attention mass: how much softmax attention each key receives from a set of queries.
 
 Used to score context tokens by the attention the generative queries pay them, with the
-softmax taken over ALL keys (METHOD.md section 4). Neither backend materialises the full
+softmax taken over ALL keys (docs/method.md section 4). Neither backend materialises the full
 [G, N] matrix: the Triton path works in tiles, the torch path in chunk x chunk blocks.
 Both compute logits and sums in float32 whatever the input dtype.
 """

@@ -22,6 +22,7 @@ def test_parse_methods_errors(text, fragment):
         parse_methods(text)
 
 
+@pytest.mark.slow
 def test_bench_end_to_end(small_clip, tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     args = [
@@ -58,6 +59,7 @@ def test_pareto_front_keeps_the_points_nothing_beats():
     assert front == [(1.0, 60.0), (2.0, 50.0), (3.0, 45.0)]
 
 
+@pytest.mark.slow
 def test_bench_sweep_gives_each_method_a_front_and_the_plot(small_clip, tiny_model_dir, tmp_path):
     out = tmp_path / "sweep"
     args = [

@@ -15,6 +15,7 @@ CLIP = [str(demo_dir() / "input.mp4"), "--mask", str(demo_dir() / "mask.png"), "
 SMALL = ["--steps", "8", "--frames", "5", "--width", "64", "--height", "64"]
 
 
+@pytest.mark.slow
 def test_calibrate_on_the_demo_model_writes_presets_that_meet_their_targets(tmp_path, monkeypatch):
     monkeypatch.setenv("HETCACHE_CONFIG_DIR", str(tmp_path / "config"))
     r = CliRunner().invoke(app, ["calibrate", *CLIP, *SMALL, "--out", str(tmp_path / "cal"), "--json"])

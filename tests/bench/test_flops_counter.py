@@ -1,4 +1,4 @@
-"""The FLOPs counter: closed-form counts, and instrumented == analytic on the demo model (METHOD.md section 5)."""
+"""The FLOPs counter: closed-form counts, and instrumented == analytic on the demo model (docs/method.md section 6)."""
 
 import pytest
 import torch
@@ -72,6 +72,7 @@ def test_uncached_forward_equals_the_analytic_count(demo_transformer):
     assert count.total > analytic
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_fixed_schedule_hetcache_run_matches_its_analytic_count(demo_transformer):
     stats = StepStats()

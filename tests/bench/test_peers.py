@@ -37,6 +37,7 @@ def setup(small_clip, tiny_model_dir, tmp_path_factory):
                 run_edit=run_edit)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_each_peer_attaches_runs_detaches_and_the_next_method_runs_clean(setup, monkeypatch):
     from hetcache_cli.bench.runs import Runner
 
@@ -80,6 +81,7 @@ def test_each_peer_attaches_runs_detaches_and_the_next_method_runs_clean(setup, 
     assert "mag_ratios calibrated" in rows["diffusers:magcache"]["note"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, verdict", [
     ("diffusers:fbcache", "hints twice"), ("diffusers:magcache", "hints twice"), ("diffusers:pab", "ok"),
     ("diffusers:taylorseer", "ok"), ("cache-dit:dbcache", "ok"),

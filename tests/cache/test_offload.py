@@ -117,6 +117,7 @@ def test_without_the_block_hooks_the_offloaded_weights_would_be_used(poison, sma
     assert torch.isnan(run_pipe(pipe, *small_clip, steps=len(SCHEDULE))).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["offload first", "hetcache first"])
 def test_model_cpu_offload_moves_both_experts_before_their_steps(poison, small_clip, order):
     steps, schedule = 6, "FPRFPF"  # boundary 0.8: transformer runs steps 0-2, transformer_2 steps 3-5
@@ -153,6 +154,7 @@ class Halve(ModelHook):
         return (out[0] * 0.5,) if isinstance(out, tuple) else type(out)(sample=out.sample * 0.5)
 
 
+@pytest.mark.slow
 def test_another_caches_hooks_refuse_hetcache_but_method_none_wraps_them(pipe, small_clip):
     """HetCache's compact stream would bypass a block-replacing hook; method none (the bench's timer) runs inside it."""
     from diffusers import FirstBlockCacheConfig

@@ -142,6 +142,7 @@ def test_dry_run_plans_without_writing(small_clip, tiny_model_dir, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_hetcache_stats_follow_the_schedule(small_clip, tiny_model_dir, tmp_path):
     out = tmp_path / "cached.mp4"
     r = invoke(
@@ -165,6 +166,7 @@ def test_hetcache_stats_follow_the_schedule(small_clip, tiny_model_dir, tmp_path
     assert stats["summary"]["cache_memory_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_demo_fast_preset_spends_at_most_40_percent(tmp_path):
     """The acceptance check of the engine on the shipped demo clip and embedded model."""
     from hetcache_cli.resources import demo_dir

@@ -29,6 +29,7 @@ def plain(tmp_path_factory):
     return out, json.loads(out.with_name("plain.stats.json").read_text())
 
 
+@pytest.mark.slow
 def test_group_offload_edit_matches_the_plain_one(plain, tmp_path):
     out = tmp_path / "group.mp4"
     r = edit(out, "--offload", "group")
@@ -38,6 +39,7 @@ def test_group_offload_edit_matches_the_plain_one(plain, tmp_path):
     assert np.array_equal(read_video(out).frames, read_video(plain[0]).frames)
 
 
+@pytest.mark.slow
 def test_fp8_cache_edit_uses_at_most_a_third_of_the_float32_cache_memory(plain, tmp_path):
     spec = tmp_path / "fp8.yaml"
     spec.write_text(yaml.safe_dump({"cache": {"cache_dtype": "float8_e4m3fn"}}))

@@ -61,6 +61,7 @@ def auto_edit(hd_clip):
     return out, edit(hd_clip, out, "--steps", 6, "--cache", "none")
 
 
+@pytest.mark.slow
 def test_output_keeps_size_frames_rate_and_audio(hd_clip, auto_edit):
     out, stats = auto_edit
     src, got = probe_media(hd_clip["video"]), probe_media(out)
@@ -73,6 +74,7 @@ def test_output_keeps_size_frames_rate_and_audio(hd_clip, auto_edit):
     assert stats["settings"]["audio"]["streams"][0]["action"] == "copy"
 
 
+@pytest.mark.slow
 def test_pixels_outside_the_paste_band_are_the_sources_and_the_ball_turns_red(hd_clip, auto_edit):
     out, _ = auto_edit
     edited = read_video(out).frames.astype(int)
@@ -86,6 +88,7 @@ def test_pixels_outside_the_paste_band_are_the_sources_and_the_ball_turns_red(hd
     assert source[hd_clip["ball"]].mean(axis=0).min() > 200
 
 
+@pytest.mark.slow
 def test_the_mask_stays_inside_the_crop_in_every_frame(hd_clip, auto_edit):
     _, stats = auto_edit
     mask = load_mask(hd_clip["mask"], FRAMES, (H, W))
@@ -116,6 +119,7 @@ def test_a_box_moving_across_the_frame_never_leaves_its_windows_crop(tmp_path, w
         assert w["crop"]["model_size"][0] * w["crop"]["model_size"][1] <= 160 * 288
 
 
+@pytest.mark.slow
 def test_auto_crop_costs_fewer_tokens_and_sees_more_pixels_than_full(hd_clip, auto_edit):
     _, auto = auto_edit
     full = edit(hd_clip, hd_clip["root"] / "full.mp4", "--steps", 1, "--cache", "none", "--crop", "full", "--no-audio")

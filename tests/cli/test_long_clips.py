@@ -42,6 +42,7 @@ def tiny_edit(video, mask, model, out, *extra, quiet=True):
     )
 
 
+@pytest.mark.slow
 def test_every_frame_is_kept_and_stats_list_windows(clip30, tiny_model_dir, tmp_path):
     video, mask, _ = clip30
     out = tmp_path / "o.mp4"
@@ -101,6 +102,7 @@ def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_di
     assert np.array_equal(result.frames, paste_back(raw, prep.frames, prep.mask, 4, 4))
 
 
+@pytest.mark.slow
 def test_interrupted_edit_resumes_to_the_same_result(clip30, tiny_model_dir, tmp_path, monkeypatch):
     import hetcache_cli.pipeline.edit as edit_mod
 
@@ -134,6 +136,7 @@ def test_interrupted_edit_resumes_to_the_same_result(clip30, tiny_model_dir, tmp
     assert not work.exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_starts_over(clip30, tiny_model_dir, tmp_path, monkeypatch):
     import hetcache_cli.pipeline.edit as edit_mod
 
@@ -180,6 +183,7 @@ def test_cost_estimate_counts_windows(clip30, tmp_path):
     assert six == (5 * 9 + 5) * 64 * 64 * 2  # five windows of 9 and the last one of 5 model frames
 
 
+@pytest.mark.slow
 def test_long_clip_on_the_embedded_model(tmp_path):
     """The acceptance of long clips: 103 frames (not 4k+1) with a moving ball and a mask video that follows it."""
     from hetcache_cli.eval.seams import colour_by_window, seam_report

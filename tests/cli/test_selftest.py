@@ -8,9 +8,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import hetcache_cli.selftest as selftest_mod
+import hetcache_cli.selftest.checks as selftest_mod
 from hetcache_cli.cli.selftest import selftest
-from hetcache_cli.selftest_kernels import KERNEL_CASES
+from hetcache_cli.selftest.kernel_checks import KERNEL_CASES
 
 app = typer.Typer()
 app.command()(selftest)
@@ -35,16 +35,17 @@ def checks_by_name(result) -> dict:
 @pytest.fixture
 def no_demo(monkeypatch):
     """The kernel and environment checks only: the demo edit is what takes seconds."""
-    monkeypatch.setattr(selftest_mod, "demo_checks", lambda runner, dev, quick: None)
+    monkeypatch.setattr(selftest_mod, "demo_checks", lambda runner, dev, quick, dtype: None)
 
 
+@pytest.mark.slow
 def test_quick_cpu_run_passes_end_to_end():
     r = invoke("--device", "cpu", "--quick", "--json")
     assert r.exit_code == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] is True
     env = report["environment"]
-    assert env["selftest"] == {"device": "cpu", "quick": True}
+    assert env["selftest"] == {"device": "cpu", "quick": True, "dtype": "float32"}  # auto on a CPU
     assert env["torch"]["version"] == torch.__version__ and env["ffmpeg"]["path"]
     assert env["triton"]["mode"] in ("native", "interpreter", "unavailable")
     assert "native" in env["attention_backends"]["usable"]
@@ -119,3 +120,50 @@ def test_unknown_device_is_a_usage_error():
     r = invoke("--device", "tpu")
     assert r.exit_code == 2
     assert "--device 'tpu' is not valid" in r.stderr
+
+
+@pytest.mark.slow
+def test_bfloat16_demo_edits_run_on_the_cpu_and_say_so(monkeypatch):
+    """What `selftest --device cuda` runs by default, rehearsed on the CPU: HetCache in bfloat16."""
+    monkeypatch.setattr(selftest_mod, "kernel_checks", lambda runner, dev, quick: None)
+    r = invoke("--device", "cpu", "--quick", "--dtype", "bfloat16", "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["environment"]["selftest"]["dtype"] == "bfloat16"
+    checks = checks_by_name(r)
+    assert "in bfloat16" in checks["demo model"]["detail"]
+    for name in ("demo edit (cache none)", "demo edit (hetcache)"):
+        assert checks[name]["status"] == "PASS", checks[name]
+        assert checks[name]["data"]["dtype"] == "bfloat16" and checks[name]["detail"].startswith("bfloat16, ")
+    cached = checks["demo edit (hetcache)"]["data"]
+    assert cached["decisions"]["partial"] > 0 and cached["decisions"]["reuse"] > 0
+
+
+@pytest.mark.slow
+def test_a_pipeline_in_another_dtype_fails_the_demo_edit(monkeypatch):
+    """The check reads the dtype the transformer's weights really have, not the one asked for."""
+    import hetcache_cli.pipeline.model as model
+
+    real = model.load_pipeline
+    monkeypatch.setattr(model, "load_pipeline", lambda ref, dev, dtype, offload="none": real(ref, dev, torch.float32, offload))
+    monkeypatch.setattr(selftest_mod, "kernel_checks", lambda runner, dev, quick: None)
+    r = invoke("--device", "cpu", "--quick", "--dtype", "float16", "--json")
+    assert r.exit_code == 1
+    detail = checks_by_name(r)["demo edit (hetcache)"]["detail"]
+    assert "the transformer ran in float32, not the float16 asked for" in detail
+
+
+def test_dtype_default_is_what_the_device_gets():
+    from hetcache_cli.cli.selftest import _dtype
+
+    assert _dtype(None, torch.device("cuda")) == "bfloat16"
+    assert _dtype(None, torch.device("cpu")) == "float32"
+    assert _dtype("float16", torch.device("cpu")) == "float16"
+
+
+def test_unknown_dtype_is_a_usage_error():
+    r = invoke("--device", "cpu", "--dtype", "fp8")
+    assert r.exit_code == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--dtype 'fp8' is not valid: use auto, float32, float16, bfloat16" in lines[0]

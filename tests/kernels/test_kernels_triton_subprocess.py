@@ -41,6 +41,7 @@ def run_under_interpreter(test_file: str, timeout_s: int) -> None:
     assert re.search(r"\d+ passed", summary) and "skipped" not in summary, report
 
 
+@pytest.mark.slow
 def test_triton_cases_under_interpreter():
     run_under_interpreter("test_kernels_ops.py", 600)
 

@@ -95,6 +95,7 @@ def test_edit_box_errors(small_clip, tmp_path, args, fragment):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_edit_demo_clip_with_a_mask_from_hetcache_mask(tmp_path):
     """The shipped demo clip and embedded model, with a box mask made by `hetcache mask` (as a user would)."""
     from hetcache_cli.resources import demo_dir

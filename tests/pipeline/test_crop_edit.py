@@ -104,6 +104,7 @@ def test_variable_frame_rate_source_is_resampled_and_said_so(tmp_path, small_cli
     assert prep.frames.shape[0] == prep.plan.frames
 
 
+@pytest.mark.slow
 def test_windows_with_moving_crops_change_only_the_stitched_region(tmp_path, tiny_model_dir):
     """Two windows, each on its own crop of a 64x192 clip: outside the paste band the output is the source,
     bit for bit (the cross-fade too), and every frame is kept."""

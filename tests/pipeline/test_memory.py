@@ -34,7 +34,7 @@ def test_caches_are_the_engines_estimate_and_the_design_figure(sizes):
     assert est["tokens"] == 32760
     assert est["gpu_cache_bytes"] == cache_memory(dims, 32760, 2, layout, torch.bfloat16)["device"]
     kv = 2 * 48 * 2 * 32760 * 5120 * 2
-    assert kv / GIB == pytest.approx(60.0, abs=0.1)  # METHOD.md: 60 GiB of K/V
+    assert kv / GIB == pytest.approx(60.0, abs=0.1)  # docs/method.md section 7: 60 GiB of K/V
     # the default forecast (linear) keeps K/V slopes: one more K/V cache
     default = estimate(sizes["wan2.1-vace-14b"], 81, 480, 832, "bfloat16", "cuda", "group")
     assert default["gpu_cache_bytes"] - est["gpu_cache_bytes"] == kv

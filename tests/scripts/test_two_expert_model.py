@@ -34,6 +34,7 @@ def test_the_folder_loads_as_a_two_expert_pipeline(two_expert_dir):
     assert (two_expert_dir / "hetcache_defaults.json").is_file()
 
 
+@pytest.mark.slow
 def test_edit_runs_both_experts_full_first_within_the_fast_budget(two_expert_dir, tmp_path):
     r = edit(two_expert_dir, tmp_path / "out.mp4", "--dry-run")
     assert r.exit_code == 0, r.stderr

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from hetcache_cli import __version__, kernels
-from hetcache_cli.selftest_kernels import BUG, FAIL, PASS, SKIP, kernel_checks
+from hetcache_cli.selftest.kernel_checks import BUG, FAIL, PASS, SKIP, kernel_checks
 
 DEMO_PROMPT = "a red ball"
 # explicit schedules, so that partial and reuse steps certainly run
@@ -78,15 +78,18 @@ class _Runner:
         return check
 
 
-def run_selftest(device: torch.device, quick: bool, on_start: Callable[[str], None] | None = None) -> Report:
+def run_selftest(
+    device: torch.device, quick: bool, on_start: Callable[[str], None] | None = None, dtype: str = "float32"
+) -> Report:
+    """`dtype`: the demo edits' transformer dtype by name (`hetcache edit --dtype`; the VAE stays float32)."""
     env = environment(device)
-    env["selftest"] = {"device": str(device), "quick": quick}
+    env["selftest"] = {"device": str(device), "quick": quick, "dtype": dtype}
     runner = _Runner(on_start)
     runner.run("device", lambda: device_check(device), "reinstall a torch build that matches the driver")
     runner.run("ffmpeg", lambda: ffmpeg_check(env["ffmpeg"]), "pip install --force-reinstall imageio-ffmpeg")
     runner.run("attention backend", lambda: attention_check(env["attention_backends"]), BUG)
     kernel_checks(runner, device, quick)
-    demo_checks(runner, device, quick)
+    demo_checks(runner, device, quick, dtype)
     return Report(env, runner.checks)
 
 
@@ -202,7 +205,7 @@ def attention_check(info: dict) -> tuple:
 # ---- demo edit ------------------------------------------------------------------------
 
 
-def demo_checks(runner: _Runner, dev: torch.device, quick: bool) -> None:
+def demo_checks(runner: _Runner, dev: torch.device, quick: bool, dtype: str = "float32") -> None:
     from hetcache_cli.pipeline.model import PipelinePool
     from hetcache_cli.resources import demo_dir
     from hetcache_cli.spec.schema import EditSpec
@@ -216,13 +219,14 @@ def demo_checks(runner: _Runner, dev: torch.device, quick: bool) -> None:
             out = Path(tmp) / f"{name}.mp4"
             return EditSpec(
                 video=str(demo_dir() / "input.mp4"), mask=str(demo_dir() / "mask.png"), prompt=DEMO_PROMPT,
-                output=str(out), steps=n_steps, frames=QUICK_FRAMES if quick else None, device=device, cache=cache,
+                output=str(out), steps=n_steps, frames=QUICK_FRAMES if quick else None, device=device, dtype=dtype,
+                cache=cache,
             )  # fmt: skip
 
         def load() -> tuple:
             start = time.perf_counter()
-            pool.get(None, device, "auto")
-            detail = f"embedded model loaded on {device} in {time.perf_counter() - start:.1f} s"
+            pool.get(None, device, dtype)
+            detail = f"embedded model loaded on {device} in {dtype} in {time.perf_counter() - start:.1f} s"
             if quick:
                 return PASS, detail + "; no warm-up (--quick): timings include first-call overhead"
             _edit(pool, spec("warmup", 2, {"method": "hetcache", "schedule": "FP"}))
@@ -280,6 +284,11 @@ def _checked_edit(pool, spec, baseline: dict | None = None) -> tuple:
     ran = "".join(letters.get(records.get((i, branches[0]), ""), "?") for i in range(spec.steps))
     if ran != schedule:
         problems.append(f"the steps ran as {ran}, the schedule asked for {schedule}")
+    pipe = pool.get(spec.model, spec.device, spec.dtype)[0]  # the pipeline the edit ran on, already loaded
+    # a projection's weight, not `transformer.dtype`: diffusers keeps some modules in float32 on purpose
+    ran_in = str(pipe.transformer.blocks[0].attn1.to_q.weight.dtype).removeprefix("torch.")
+    if ran_in != spec.dtype:
+        problems.append(f"the transformer ran in {ran_in}, not the {spec.dtype} asked for")
     ratio = summary["flops_ratio"]
     if schedule == "F" * spec.steps and abs(ratio - 1.0) > 1e-6:
         problems.append(f"an all-full run reports a FLOPs ratio of {ratio:.4f}, not 1")
@@ -288,11 +297,12 @@ def _checked_edit(pool, spec, baseline: dict | None = None) -> tuple:
     if problems:
         return FAIL, "; ".join(problems)
     wall, tf_ms = summary["wall_s"], summary.get("transformer_ms")
-    data = {"wall_s": round(wall, 3), "transformer_ms": tf_ms, "flops_ratio": round(ratio, 4),
+    data = {"dtype": spec.dtype, "wall_s": round(wall, 3), "transformer_ms": tf_ms, "flops_ratio": round(ratio, 4),
             "decisions": summary["decisions"]}  # fmt: skip
     d = summary["decisions"]
     detail = (
-        f"{plan.frames} frames {plan.src_width}x{plan.src_height} @ {prep.fps:g} fps, schedule {schedule}: "
+        f"{spec.dtype}, {plan.frames} frames {plan.src_width}x{plan.src_height} @ {prep.fps:g} fps, "
+        f"schedule {schedule}: "
         f"{d['full']} full / {d['partial']} partial / {d['reuse']} reuse forwards, "
         f"{ratio:.0%} of uncached FLOPs, {wall:.2f} s"
     )
