@@ -6,7 +6,8 @@ from diffusers.hooks.hooks import HookRegistry
 
 from hetcache_cli.cache import offload
 from hetcache_cli.cache.config import HetCacheConfig
-from hetcache_cli.cache.experts import attach_group, pipeline_experts
+from hetcache_cli.cache.expert_group import attach_group
+from hetcache_cli.cache.experts import pipeline_experts
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.hook import HOOK_NAME, HetCacheHook
 from hetcache_cli.cache.model_check import check_against_configs

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hetcache_cli.cache import HetCacheConfig, StepStats, apply_hetcache, build_config, describe_run, remove_hetcache
-from hetcache_cli.cache.experts import ExpertGroup, step_experts, switch_steps
+from hetcache_cli.cache.expert_group import ExpertGroup
+from hetcache_cli.cache.experts import step_experts, switch_steps
 from hetcache_cli.cache.planning import plan_model
 from hetcache_cli.cache.summary import RunSummary
 from hetcache_cli.cache.text_kv import project
