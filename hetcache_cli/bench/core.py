@@ -28,7 +28,7 @@ import numpy as np
 
 from hetcache_cli.bench.methods import DEFAULT_METHODS, Method, parse_methods, variant  # noqa: F401
 from hetcache_cli.eval import compare_videos
-from hetcache_cli.pipeline.edit import PreparedEdit
+from hetcache_cli.pipeline.edit import EditPlan
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ NO_SKIP_FRACTION = 0.999  # measured FLOPs at or above this share of uncached: n
 class MethodResult:
     method: Method
     label: str
-    prep: PreparedEdit
+    prep: EditPlan
     status: str = OK
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
@@ -116,7 +116,7 @@ def measured_schedule(forwards: list[float], full: list[float]) -> str:
     return "".join(out)
 
 
-def run_bench(prep: PreparedEdit, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
+def run_bench(prep: EditPlan, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
               warmup: bool = True, progress=None) -> dict:
     """Run every method once counted and `repeat` times timed (after a warm-up); compare each with uncached."""
     from hetcache_cli.bench.runs import Runner
@@ -166,7 +166,7 @@ def judge(res: MethodResult, base: MethodResult) -> None:
     """Quality against uncached, and the status of a method that ran: ok, no effect or broken."""
     if res.raw is None:
         return
-    res.quality = compare_videos(res.raw, base.raw, res.prep.mask)
+    res.quality = compare_videos(res.raw, base.raw, res.prep.mask.dense())
     if res is base:
         return
     skipped = res.flops["total"] < NO_SKIP_FRACTION * base.flops["total"]
