@@ -2,6 +2,7 @@
 
     python scripts/bench_streaming.py                                   # 1080p 10/30/60 s and 4K 30 s
     python scripts/bench_streaming.py --clips 1080p:10 1080p:60 --out runs/stream
+    python scripts/bench_streaming.py --clips 1080p:10 1080p:60 4k:30 --dry-run-only
 
 Each clip is made by ffmpeg (`testsrc2` at 30 fps, H.264, a 440 Hz sine in AAC), the mask is a 100-px
 circle as a PNG. Every run is a child process (`python -m hetcache_cli edit`), so its peak RSS
@@ -25,7 +26,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
-SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 
 
 def make_clip(root: Path, name: str, seconds: int) -> tuple[Path, Path]:
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--window-frames", type=int, default=33)
     parser.add_argument("--window-overlap", type=int, default=8)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--dry-run-only", action="store_true", help="measure the plan only (no edit)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -81,7 +83,7 @@ def main() -> None:
         row["dry_run_s"], row["dry_run_rss"], code, err = run([*cmd, "--dry-run"])
         if code:
             print(f"{video.name}: --dry-run failed: {err}", file=sys.stderr)
-        row["edit_s"], row["edit_rss"], code, err = run(cmd)
+        row["edit_s"], row["edit_rss"], code, err = (0.0, 0, 0, "") if args.dry_run_only else run(cmd)
         row["ok"] = code == 0
         if code:
             print(f"{video.name}: edit failed: {err}", file=sys.stderr)

@@ -239,20 +239,23 @@ def plan_edit(prep: EditPlan, pipe) -> dict:
     branches = 2 if prep.spec.guidance_scale > 1.0 else 1
     spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
     per_window = []
+    runs: dict[tuple, dict] = {}  # a run depends only on the window's model mask: a long clip repeats them
     for window, crop in zip(prep.windows, prep.crops):
         box = (crop.x0, crop.y0, crop.x1, crop.y1)
         mask = window_mask(crop_mask(prep.mask.region(window.start, window.stop, box), at_origin(crop)), window)
-        run = describe_run(
-            pipe,
-            prep.cache,
-            pipe.scheduler.timesteps,
-            torch.from_numpy(mask),
-            branches=branches,
-            spatial=spatial,
-            temporal=pipe.vae_scale_factor_temporal,
-            device=device,
-        )
-        per_window.append({**window.to_dict(), **run, "crop": crop.to_dict()})
+        key = (mask.shape, np.packbits(mask).tobytes())
+        if key not in runs:
+            runs[key] = describe_run(
+                pipe,
+                prep.cache,
+                pipe.scheduler.timesteps,
+                torch.from_numpy(mask),
+                branches=branches,
+                spatial=spatial,
+                temporal=pipe.vae_scale_factor_temporal,
+                device=device,
+            )
+        per_window.append({**window.to_dict(), **runs[key], "crop": crop.to_dict()})
     first = per_window[0]
     flops = sum(w["flops"] for w in per_window)
     flops_full = sum(w["flops_full"] for w in per_window)
