@@ -91,8 +91,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{row['clip']:<16} {row['frames']:>5} frames  dry run {row['dry_run_s']:6.1f} s "
-            f"{row['dry_run_rss'] / 2**30:5.2f} GiB  edit {row['edit_s']:7.1f} s {row['s_per_frame'] * 1e3:6.1f} ms/frame "
-            f"{row['edit_rss'] / 2**30:5.2f} GiB" + ("" if row["ok"] else "  FAILED"),
+            f"{row['dry_run_rss'] / 2**30:5.2f} GiB  edit {row['edit_s']:7.1f} s "
+            f"{row['s_per_frame'] * 1e3:6.1f} ms/frame {row['edit_rss'] / 2**30:5.2f} GiB" + ("" if row["ok"] else "  FAILED"),
             flush=True,
         )
         (args.out / "bench_streaming.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -7,6 +7,7 @@ import re
 import subprocess
 import tracemalloc
 
+import cv2
 import imageio_ffmpeg
 import numpy as np
 import pytest
@@ -33,8 +34,6 @@ def big_frames(tmp_path_factory):
     video = write_video(root / "clip.mp4", frames, 8, lossless=True)
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[230:270, 230:270] = 255
-    import cv2
-
     cv2.imwrite(str(root / "mask.png"), mask)
     return {"video": video, "mask": root / "mask.png", "frames": frames}
 
