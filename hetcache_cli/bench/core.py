@@ -25,12 +25,12 @@ from pathlib import Path
 from hetcache_cli.bench.methods import DEFAULT_METHODS, Method, parse_methods, variant  # noqa: F401
 from hetcache_cli.bench.results import judge
 from hetcache_cli.bench.runs import Runner
-from hetcache_cli.pipeline.edit import PreparedEdit
+from hetcache_cli.pipeline.edit import EditPlan
 
 logger = logging.getLogger(__name__)
 
 
-def run_bench(prep: PreparedEdit, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
+def run_bench(prep: EditPlan, pipe, model_info: dict, methods: list[Method], repeat: int, out_dir: Path,
               warmup: bool = True, progress=None) -> dict:
     """Run every method once counted and `repeat` times timed (after a warm-up); compare each with uncached."""
     runner = Runner(prep, pipe, model_info, progress)

@@ -14,7 +14,7 @@ import numpy as np
 
 from hetcache_cli.bench.methods import Method
 from hetcache_cli.eval import compare_videos
-from hetcache_cli.pipeline.edit import PreparedEdit
+from hetcache_cli.pipeline.edit import EditPlan
 
 OK, BROKEN, NO_EFFECT, FAILED, MISSING = "ok", "broken", "no effect", "failed", "not installed"
 NO_SKIP_FRACTION = 0.999  # measured FLOPs at or above this share of uncached: nothing was skipped
@@ -24,7 +24,7 @@ NO_SKIP_FRACTION = 0.999  # measured FLOPs at or above this share of uncached: n
 class MethodResult:
     method: Method
     label: str
-    prep: PreparedEdit
+    prep: EditPlan
     status: str = OK
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
@@ -104,7 +104,7 @@ def judge(res: MethodResult, base: MethodResult) -> None:
     """Quality against uncached, and the status of a method that ran: ok, no effect or broken."""
     if res.raw is None:
         return
-    res.quality = compare_videos(res.raw, base.raw, res.prep.mask)
+    res.quality = compare_videos(res.raw, base.raw, res.prep.mask.dense())
     if res is base:
         return
     skipped = res.flops["total"] < NO_SKIP_FRACTION * base.flops["total"]

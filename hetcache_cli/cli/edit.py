@@ -305,7 +305,7 @@ def run_preview(spec, paths, frame: int | None, quiet: bool, json_out: bool) -> 
 
     with _held_logs():  # a frame beyond the clip fails before the model loads, in one line
         prep = prepare_edit(spec, overwrite=True)
-        window = pick_window(prep.windows, prep.mask, frame)
+        window = pick_window(prep.windows, prep.mask.counts, frame)
     quiet_libraries()
     pipe, info = PipelinePool().get(spec.model, spec.device, spec.dtype, spec.offload)
     label = f"preview (window {window.index + 1}/{len(prep.windows)})"

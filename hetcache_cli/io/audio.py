@@ -25,7 +25,7 @@ from hetcache_cli.errors import HetcacheError
 from hetcache_cli.io.atomic import atomic_path
 from hetcache_cli.io.probe import AudioStream, MediaInfo
 
-__all__ = ["AudioPlan", "plan_audio", "write_video_with_audio"]
+__all__ = ["AudioPlan", "join_video", "plan_audio", "write_video_with_audio"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +129,44 @@ def write_video_with_audio(
     return path
 
 
-def _mux(video: Path, source: Path, out: Path, plan: AudioPlan, reencode: list[int]) -> None:
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-i", str(video),
+def join_video(path: Path, segments: list[Path], source: Path, plan: AudioPlan) -> Path:
+    """The video of `segments` (same encoder settings, `write_video(..., joinable=True)`), joined without
+    re-encoding by ffmpeg's concat demuxer, with the source's audio streams as `plan` says, atomically."""
+    path = Path(path)
+    with atomic_path(path) as joined:
+        listing = joined.with_name(f"{joined.stem}.txt")
+        # the concat demuxer's own quoting: one file per line, a quote closed, escaped and reopened
+        names = (str(Path(s).resolve()).replace("'", "'\\''") for s in segments)
+        listing.write_text("".join(f"file '{name}'\n" for name in names))
+        video = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+        try:
+            if not plan.streams:
+                cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", *video,
+                       "-map", "0:v:0", "-c", "copy", *_faststart(joined), str(joined)]  # fmt: skip
+                _run(cmd, f"ffmpeg could not join the video of {path}")
+                return path
+            try:
+                _mux(video, source, joined, plan, plan.reencode)
+            except HetcacheError as err:
+                if len(plan.reencode) == len(plan.streams):
+                    raise
+                logger.warning("%s; re-encoding the audio to AAC instead", err)
+                plan.messages.append(f"copying the audio failed ({err}); re-encoded to AAC")
+                plan.reencode = [s.index for s in plan.streams]
+                _mux(video, source, joined, plan, plan.reencode)
+        finally:
+            listing.unlink(missing_ok=True)
+    return path
+
+
+def _faststart(out: Path) -> list[str]:
+    return ["-movflags", "+faststart"] if out.suffix.lower() in (".mp4", ".m4v", ".mov") else []
+
+
+def _mux(video: Path | list[str], source: Path, out: Path, plan: AudioPlan, reencode: list[int]) -> None:
+    """Mux `video` (a file, or ffmpeg input arguments) with the source's audio streams into `out`."""
+    inputs = video if isinstance(video, list) else ["-i", str(video)]
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", *inputs,
            "-i", str(source), "-map", "0:v:0"]  # fmt: skip
     for s in plan.streams:
         cmd += ["-map", f"1:a:{s.index}"]
@@ -139,9 +175,11 @@ def _mux(video: Path, source: Path, out: Path, plan: AudioPlan, reencode: list[i
         cmd += [f"-c:a:{n}", "aac", f"-b:a:{n}", _AAC_BITRATE] if s.index in reencode else [f"-c:a:{n}", "copy"]
     if plan.duration_s is not None:
         cmd += ["-t", f"{plan.duration_s:.6f}"]
-    if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
-        cmd += ["-movflags", "+faststart"]
-    cmd += ["-map_metadata", "1", str(out)]
+    cmd += [*_faststart(out), "-map_metadata", "1", str(out)]
+    _run(cmd, f"ffmpeg could not add the audio of {source}")
+
+
+def _run(cmd: list[str], what: str) -> None:
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         try:
@@ -154,4 +192,4 @@ def _mux(video: Path, source: Path, out: Path, plan: AudioPlan, reencode: list[i
         if code != 0:
             log.seek(0)
             lines = [ln.strip() for ln in log.read().decode(errors="replace").splitlines() if ln.strip()]
-            raise HetcacheError(f"ffmpeg could not add the audio of {source}: {lines[-1] if lines else 'no details'}")
+            raise HetcacheError(f"{what}: {lines[-1] if lines else 'no details'}")

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "MAX_ASPECT", "STEADY_RATIO", "Crop", "crop_frames", "crop_mask", "describe_crops", "mask_box",
+    "MAX_ASPECT", "STEADY_RATIO", "Crop", "crop_frames", "crop_mask", "crops_for_boxes", "describe_crops", "mask_box",
     "plan_crops", "resize_frames", "uncrop",
 ]  # fmt: skip
 
@@ -151,14 +151,30 @@ def plan_crops(
         size: (height, width) to work every window at instead of the max_area rule (--width/--height).
         q: the model's size multiple.
     """
-    _, H, W = mask.shape
+    boxes = [mask_box(mask[a:b]) for a, b in ranges]
+    return crops_for_boxes(boxes, mask.shape[1:], mode, context, min_size, max_area, margin, full_size, size, q)
+
+
+def crops_for_boxes(
+    boxes: list[tuple[int, int, int, int] | None],
+    frame_hw: tuple[int, int],
+    mode: str = "auto",
+    context: float = 2.0,
+    min_size: int = 384,
+    max_area: int = 480 * 832,
+    margin: int = 0,
+    full_size: tuple[int, int] | None = None,
+    size: tuple[int, int] | None = None,
+    q: int = 16,
+) -> list[Crop]:
+    """`plan_crops` from each window's mask box (None: no mask pixel) in a frame of `frame_hw` (height, width)."""
+    H, W = frame_hw
     if mode == "full":
         h, w = full_size if full_size is not None else (size if size is not None else (H, W))
-        return [Crop(0, 0, W, H, w, h) for _ in ranges]
+        return [Crop(0, 0, W, H, w, h) for _ in boxes]
     if mode != "auto":
         raise ValueError(f"crop mode {mode!r} is not auto or full")
 
-    boxes = [mask_box(mask[a:b]) for a, b in ranges]
     known = [i for i, b in enumerate(boxes) if b is not None]
     if not known:
         raise ValueError("the mask is empty in every window")

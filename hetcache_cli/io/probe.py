@@ -11,6 +11,7 @@ containers with coarse time bases (Matroska's 1 ms turns 30000/1001 into 33/34 m
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -55,6 +56,10 @@ class MediaInfo:
         packets: video packets (the frame count of nearly every file).
         min_frame_s, max_frame_s: the shortest and longest frame duration, seconds.
         audio: the audio streams.
+        width, height: the decoded frames' size (after the rotation players and ffmpeg apply), 0 when unknown.
+        rotation: degrees the stored frames are turned by on decoding (a phone's portrait clip: 90 or -90).
+        start_s: the first frame's time stamp, seconds (decoded frames are placed relative to it).
+        duration_s: from the first frame's start to the last frame's end, seconds.
     """
 
     rate: Fraction
@@ -63,11 +68,25 @@ class MediaInfo:
     min_frame_s: float = 0.0
     max_frame_s: float = 0.0
     audio: list[AudioStream] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    rotation: float = 0.0
+    start_s: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        """Frames of the clip at `rate`: every packet of a constant-rate clip; a variable-rate one's duration x rate."""
+        if self.vfr and self.duration_s > 0:
+            return max(1, round(self.duration_s * self.rate))
+        return self.packets
 
     def to_dict(self) -> dict:
         return {
             "rate": f"{self.rate.numerator}/{self.rate.denominator}", "vfr": self.vfr, "packets": self.packets,
             "min_frame_s": self.min_frame_s, "max_frame_s": self.max_frame_s, "audio": [a.to_dict() for a in self.audio],
+            "width": self.width, "height": self.height, "rotation": self.rotation, "start_s": self.start_s,
+            "duration_s": self.duration_s,
         }  # fmt: skip
 
 
@@ -141,10 +160,29 @@ def _video_timing(s: _Stream) -> tuple[Fraction | None, bool, float, float]:
     return snap_rate(1 / (mean * s.tb)), vfr, float(lo * s.tb), float(hi * s.tb)
 
 
+_SIZE = re.compile(r"Stream #\d+:\d+.*?: Video: .*?, (\d+)x(\d+)[ ,\[]")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
+
+
+def _frame_size(log: str) -> tuple[int, int, float]:
+    """(width, height, rotation) of the first video stream as decoded, from ffmpeg's description of the input."""
+    size = _SIZE.search(log)
+    if size is None:
+        return 0, 0, 0.0
+    width, height = int(size.group(1)), int(size.group(2))
+    after = log[size.end() :]
+    nxt = after.find("Stream #")
+    rotation = _ROTATION.search(after if nxt < 0 else after[:nxt])
+    degrees = float(rotation.group(1)) if rotation else 0.0
+    if round(abs(degrees)) % 180 == 90:  # ffmpeg turns the frames upright on decoding
+        width, height = height, width
+    return width, height, degrees
+
+
 def probe_media(path: str | Path) -> MediaInfo | None:
-    """The file's video timing and audio streams from its packets; None when ffmpeg cannot read them."""
+    """The file's video timing, size and audio streams from its packets; None when ffmpeg cannot read them."""
     cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-i", str(path),
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "info", "-nostats", "-i", str(path),
         "-map", "0:V:0", "-map", "0:a?", "-c", "copy", "-f", "framecrc", "-",
     ]  # fmt: skip
     try:
@@ -155,6 +193,7 @@ def probe_media(path: str | Path) -> MediaInfo | None:
     if proc.returncode != 0:
         logger.debug("ffmpeg cannot read the packets of %s: %s", path, proc.stderr.strip()[-300:])
         return None
+    width, height, rotation = _frame_size(proc.stderr)
     streams = _parse(proc.stdout)
     videos = [s for s in streams.values() if s.kind == "video"]
     if not videos:
@@ -170,4 +209,10 @@ def probe_media(path: str | Path) -> MediaInfo | None:
         # from the first packet, or from 0 for encoder priming (AAC's first packet starts before 0 and is skipped)
         duration = float((max(ends) - max(0, min(s.pts))) * s.tb) if s.pts else 0.0
         audio.append(AudioStream(len(audio), s.codec, s.sample_rate, s.channels, duration))
-    return MediaInfo(rate, vfr, len(videos[0].pts), shortest, longest, audio)
+    video = videos[0]
+    first = min(video.pts)
+    end = max(p + d for p, d in zip(video.pts, video.durations))
+    return MediaInfo(
+        rate, vfr, len(video.pts), shortest, longest, audio, width, height, rotation, float(first * video.tb),
+        float((end - first) * video.tb),
+    )  # fmt: skip

@@ -37,14 +37,14 @@ def box_union(a: Box, b: Box) -> Box:
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
-def output_region(source: np.ndarray, patch: Patch | None, t0: int, t1: int, box: Box) -> np.ndarray:
+def output_region(source: np.ndarray, patch: Patch | None, t0: int, t1: int, box: Box, first: int = 0) -> np.ndarray:
     """uint8 [t1 - t0, y1 - y0, x1 - x0, 3]: the output's clip frames [t0, t1) inside `box`.
 
-    `source` holds the whole clip's source frames [F, H, W, 3]; the patch overrides them where it
-    covers the frames and the box.
+    `source` holds source frames [n, H, W, 3] from clip frame `first` on (the frames of the window being
+    made); the patch overrides them where it covers the frames and the box.
     """
     x0, y0, x1, y1 = box
-    out = np.array(source[t0:t1, y0:y1, x0:x1])
+    out = np.array(source[t0 - first : t1 - first, y0:y1, x0:x1])
     if patch is None:
         return out
     px0, py0, px1, py1 = patch.box

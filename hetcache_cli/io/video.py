@@ -206,6 +206,7 @@ def write_video(
     quality: float | None = None,
     crf: int | None = None,
     lossless: bool = False,
+    joinable: bool = False,
 ) -> Path:
     """Encode RGB frames to an H.264 file at `path`, atomically.
 
@@ -217,6 +218,9 @@ def write_video(
         crf: x264 constant rate factor, 0..51 (default DEFAULT_CRF).
         lossless: x264 qp 0 in RGB (libx264rgb): decoded frames equal `frames` bit for bit, at any size; for
             tests, intermediate files and exact edits (few players).
+        joinable: no B-frames, so that the file's decoding times start at 0 and files of the same settings
+            join with ffmpeg's concat demuxer without re-encoding (`io/audio.join_video`): with B-frames the
+            joins' time stamps overlap and readers count a frame too many.
 
     yuv420p needs even sizes: an odd height/width is padded by repeating the last
     row/column (with a warning). Size is otherwise preserved exactly (no macro-block
@@ -244,6 +248,8 @@ def write_video(
     out_w, out_h = width + (width % 2 if pad else 0), height + (height % 2 if pad else 0)
     mux_args = ["-movflags", "+faststart"] if suffix in (".mp4", ".m4v", ".mov") else []
 
+    if joinable:
+        rate_args = [*rate_args, "-bf", "0"]
     if pix_fmt == "rgb24":
         codec_args = ["-c:v", "libx264rgb", *rate_args, "-pix_fmt", pix_fmt, *_RGB_ARGS]
     else:

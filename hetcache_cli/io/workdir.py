@@ -1,9 +1,12 @@
-"""Finished windows of a long edit, kept beside the output so that an interrupted edit can resume.
+"""Finished windows of an edit, kept beside the output until it is written, so that an interrupted edit can
+resume.
 
-The folder is hidden (`.<output name>.hetcache/`), holds the settings it was made for
-(`settings.json`), and per finished window its frames (`window_NNNN.npy`, uint8) and its record
-(`window_NNNN.json`, written last: a window counts as finished only when both are there). Every
-file is written atomically. It is removed once the output and its statistics are in place.
+The folder is hidden (`.<output name>.hetcache/`), holds the settings it was made for (`settings.json`)
+and per finished window the output frames it finished, encoded (`segment_NNNN.mp4`: the frames no later
+window touches), and its record (`window_NNNN.json`, written last: a window counts as finished only when
+both are there). The last finished window also keeps what differs from the source in its frames
+(`window_NNNN.npy`, uint8, lossless): the next window continues from it. Every file is written
+atomically. The segments are joined into the output without re-encoding, then the folder is removed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from hetcache_cli.io.atomic import atomic_path, atomic_write_text
 
-__all__ = ["WindowStore", "MemoryStore", "WorkDir", "work_dir_for"]
+__all__ = ["WorkDir", "work_dir_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,42 +31,11 @@ def work_dir_for(output: Path) -> Path:
     return output.parent / f".{output.name}.hetcache"
 
 
-class WindowStore:
-    """Where finished windows go: `save` one, `load` it back, `finished` counts the reusable ones."""
-
-    finished = 0
-
-    def save(self, index: int, frames: np.ndarray, record: dict) -> None:
-        raise NotImplementedError
-
-    def load(self, index: int) -> tuple[np.ndarray, dict]:
-        raise NotImplementedError
-
-    def remove(self) -> None:
-        pass
-
-
-class MemoryStore(WindowStore):
-    """A one-window edit: nothing to resume, nothing on disk."""
-
-    def __init__(self) -> None:
-        self._items: dict[int, tuple[np.ndarray, dict]] = {}
-
-    def save(self, index: int, frames: np.ndarray, record: dict) -> None:
-        self._items[index] = (frames, record)
-
-    def load(self, index: int) -> tuple[np.ndarray, dict]:
-        return self._items[index]
-
-    def remove(self) -> None:
-        self._items.clear()
-
-
 def _diff_keys(old: dict, new: dict) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
-class WorkDir(WindowStore):
+class WorkDir:
     """The hidden work folder of one output.
 
     Args:
@@ -116,22 +88,34 @@ class WorkDir(WindowStore):
     def _names(self, index: int) -> tuple[Path, Path]:
         return self.path / f"window_{index:04d}.npy", self.path / f"window_{index:04d}.json"
 
+    def segment(self, index: int) -> Path:
+        """Where window `index`'s finished frames are encoded (the caller writes it atomically)."""
+        return self.path / f"segment_{index:04d}.mp4"
+
     def count_finished(self, windows: int) -> int:
         """Finished windows form a prefix: each one was conditioned on the one before."""
         count = 0
         for index in range(windows):
-            frames, record = self._names(index)
-            if not (frames.is_file() and record.is_file()):
+            if not (self._names(index)[1].is_file() and self.segment(index).is_file()):
                 break
             count += 1
+        if count and not self._names(count - 1)[0].is_file():
+            count -= 1  # the next window needs the last one's frames
         return count
 
     def save(self, index: int, frames: np.ndarray, record: dict) -> None:
+        """Window `index`'s patch frames and record, after its segment; the window before no longer needs its
+        patch."""
         frames_path, record_path = self._names(index)
         with atomic_path(frames_path, ".npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
         atomic_write_text(record_path, json.dumps(record) + "\n")
+        if index:
+            self._names(index - 1)[0].unlink(missing_ok=True)
+
+    def record(self, index: int) -> dict:
+        return json.loads(self._names(index)[1].read_text())
 
     def load(self, index: int) -> tuple[np.ndarray, dict]:
         frames_path, record_path = self._names(index)

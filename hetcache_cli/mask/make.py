@@ -1,4 +1,4 @@
-"""Making edit masks: `make_mask` for `hetcache mask`, `edit_mask` for `hetcache edit` (a file or box keyframes).
+"""Making edit masks: `make_mask` for `hetcache mask` (`hetcache edit` reads its mask in pipeline/plan.py).
 
 Every check that needs no decoding (prompt syntax, outputs, tracker weights) runs before the video
 is read, and nothing is written until the mask is complete.
@@ -15,15 +15,15 @@ from typing import Callable
 import numpy as np
 
 from hetcache_cli.errors import InputError
-from hetcache_cli.io.mask import binarize_mask, dilation_kernel, load_mask, mask_coverage
+from hetcache_cli.io.mask import mask_coverage
 from hetcache_cli.io.video import VIDEO_SUFFIXES, read_video
-from hetcache_cli.mask.boxes import box_mask
+from hetcache_cli.io.boxes import box_mask
 from hetcache_cli.mask.job import MaskJob
 from hetcache_cli.mask.output import check_output, output_kind, write_mask, write_preview
 from hetcache_cli.mask.post import postprocess
-from hetcache_cli.mask.prompts import Box, Point, fit_boxes, fit_points, parse_box, parse_boxes, parse_point
+from hetcache_cli.spec.prompts import Box, Point, fit_boxes, fit_points, parse_box, parse_point
 
-__all__ = ["MaskResult", "default_mask_output", "edit_mask", "make_mask"]
+__all__ = ["MaskResult", "default_mask_output", "make_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,39 +163,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def edit_mask(spec, plan, size_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """The bool [F, H, W] edit mask for an aligned clip, from `spec.mask` (a file) or `spec.box` (keyframes).
-
-    Box keyframes are in pixels of the source video: they are drawn at the source size, exactly as
-    `hetcache mask --box` writes them, then fitted to `size_hw` like a mask file (the same resize,
-    threshold, invert and dilation), so `box:` and the file `hetcache mask` makes for the same boxes
-    give the same edit.
-
-    Args:
-        spec: an EditSpec (`mask` or `box`, `mask_threshold`, `mask_invert`, `mask_dilation`).
-        plan: the clip's AlignmentPlan (`frames`, `height`, `width`, `src_frames`, `src_height`, `src_width`).
-        size_hw: the (height, width) to make it at; default the plan's model size.
-    """
-    size_hw = size_hw or (plan.height, plan.width)
-    if spec.mask is not None:
-        return load_mask(
-            spec.mask, plan.frames, size_hw, threshold=spec.mask_threshold, invert=spec.mask_invert,
-            dilation_px=spec.mask_dilation,
-        )  # fmt: skip
-    boxes = fit_boxes(parse_boxes(spec.box, "box"), plan.src_frames, plan.src_width, plan.src_height, "box")
-    source = box_mask(boxes, plan.frames, plan.src_height, plan.src_width)
-    kernel = dilation_kernel(spec.mask_dilation)
-    mask = np.stack(
-        [binarize_mask(m.astype(np.float32), size_hw, spec.mask_threshold, spec.mask_invert, kernel) for m in source]
-    )
-    what = "box " + " ".join(b.text() for b in boxes)
-    if not mask.any():
-        raise InputError(
-            f"{what} selects no pixel at {size_hw[1]}x{size_hw[0]}; "
-            "make the box larger or use --mask-dilation"
-        )
-    if mask.all():
-        raise InputError(f"{what} covers the whole video: nothing is kept; use a smaller box or drop --mask-invert")
-    return mask

@@ -17,7 +17,7 @@ from hetcache_cli.errors import HetcacheError, InputError
 from hetcache_cli.io.atomic import atomic_dir
 from hetcache_cli.io.mask import IMAGE_SUFFIXES
 from hetcache_cli.io.video import VIDEO_SUFFIXES, write_video
-from hetcache_cli.mask.prompts import Box, Point
+from hetcache_cli.spec.prompts import Box, Point
 
 __all__ = ["check_output", "output_kind", "preview_frames", "write_mask", "write_preview"]
 

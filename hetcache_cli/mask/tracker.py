@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from hetcache_cli.errors import InputError
 from hetcache_cli.mask.job import DEFAULT_CHUNK_FRAMES, DEFAULT_TRACKER
-from hetcache_cli.mask.prompts import Box, Point
+from hetcache_cli.spec.prompts import Box, Point
 
 __all__ = ["Preprocess", "Sam2Tracker", "TrackStats", "load_tracker", "resolve_tracker"]
 

@@ -1,7 +1,7 @@
 """Sharing a batch of edits among the processes of `torchrun` or `accelerate launch`.
 
 One edit runs on one rank. Every rank derives the same claim order from the same plan
-(most expensive edit first, the cost estimated from the spec and the video header), and a
+(most expensive edit first, the cost estimated from each edit's plan), and a
 rank takes its next edit by bumping an atomic counter in the process group's store, so a
 rank that finishes early takes the next edit instead of idling while another holds a
 queue (longest-processing-time-first list scheduling, decided at run time).
@@ -91,50 +91,18 @@ def rank_device(device: str, local_rank: int, cuda_count: int) -> str:
     return f"cuda:{local_rank % cuda_count}"
 
 
-def probe_video(path: str) -> tuple[int, int, int] | None:
-    """(frames, height, width) from the container's metadata, without decoding frames; None if unreadable."""
-    if not os.path.isfile(path):
-        return None
-    import cv2
-
-    cap = cv2.VideoCapture(path)
-    try:
-        if cap.isOpened():
-            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            if frames > 0 and width > 0 and height > 0:
-                return frames, height, width
-    finally:
-        cap.release()
-    # Containers without a frame count (webm, some mkv): ffmpeg's header, duration x fps.
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(path)
-        try:
-            meta = next(reader)
-        finally:
-            reader.close()
-        width, height = meta["size"]
-        frames = round(meta["duration"] * meta["fps"])
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError, StopIteration):
-        return None
-    return (frames, height, width) if frames > 0 else None
-
-
 def estimate(name: str, values: dict | Exception, overwrite: bool) -> tuple[float, str | None]:
-    """(cost, output key) of one edit for planning, cheap: no frame is decoded.
+    """(cost, output key) of one edit for planning, cheap: the edit's own plan (pipeline/plan.py), which decodes
+    no frame of the source.
 
-    cost = model frames x pixels x steps x guidance branches of the run the edit will make (the
-    transformer's work grows at least that fast; a long clip's model frames are those of all its
-    windows, overlaps included); 0 for an edit that will not run (bad spec,
-    unreadable video, output present without --overwrite). The key is the resolved output path,
-    None when it cannot be resolved.
+    cost = model frames x model pixels x steps x guidance branches over the windows the edit will run (the
+    transformer's work grows at least that fast; overlaps included, each window at its crop's working size);
+    0 for an edit that will not run (bad spec, unreadable video or mask, output present without --overwrite).
+    The key is the resolved output path, None when it cannot be resolved.
     """
-    from hetcache_cli.io.align import plan_alignment
-    from hetcache_cli.pipeline.edit import SIZE_MULTIPLE, resolve_outputs
-    from hetcache_cli.pipeline.windows import plan_windows
+    from hetcache_cli.pipeline.plan import build_plan
     from hetcache_cli.spec.load import build_spec
+    from hetcache_cli.spec.paths import resolve_outputs
 
     if isinstance(values, Exception):
         return 0.0, None
@@ -146,23 +114,11 @@ def estimate(name: str, values: dict | Exception, overwrite: bool) -> tuple[floa
     key = str(output.resolve())
     if output.exists() and not overwrite:
         return 0.0, key
-    if spec.frames and spec.height and spec.width:
-        frames, height, width = spec.frames, spec.height, spec.width
-    else:
-        probe = probe_video(spec.video)
-        if probe is None:
-            return 0.0, key
-        try:
-            plan = plan_alignment(
-                *probe, frames=spec.frames, height=spec.height, width=spec.width, max_area=spec.max_area,
-                size_multiple=SIZE_MULTIPLE,
-            )  # fmt: skip
-        except HetcacheError:
-            return 0.0, key
-        frames, height, width = plan.frames, plan.height, plan.width
-    branches = guidance_branches(spec.guidance_scale)
-    model_frames = sum(w.model_frames for w in plan_windows(frames, spec.window_frames, spec.window_overlap))
-    return float(model_frames * height * width * spec.steps * branches), key
+    try:
+        plan, _, _ = build_plan(spec, overwrite=True)
+    except HetcacheError:
+        return 0.0, key
+    return plan.model_cost(), key
 
 
 def claim_order(costs: Sequence[float], keys: Sequence[str | None] | None = None) -> list[list[int]]:

@@ -1,16 +1,18 @@
-"""One edit, end to end: inputs checked and fitted, the pipeline run window by window with the
-cache, outputs written.
+"""One edit, end to end: the plan made (pipeline/plan.py), the pipeline run window by window with the cache,
+the output written as the windows finish.
 
 The output is the user's clip: the source's size, frame count, exact frame rate and audio, with only
 the masked region changed. The model works on a crop around the mask per window (io/crop.py), or
 on the whole frame scaled to its size (`crop: full`); its result is scaled back and stitched into
-the full-resolution frames. Memory holds the source frames (uint8), the mask and one window's crops.
+the full-resolution frames. Memory holds one window's source frames, decoded as the windows advance
+(io/frames.py), never the whole clip: the frames a window finishes are composited and encoded at once.
 
 All input checks run before the model loads, so bad input fails in a second with exit 2.
-The video (with its audio) and the statistics are written atomically, the statistics last: an edit
-either leaves both files or neither. A clip longer than one window (pipeline/windows.py) keeps its
-finished windows in a hidden work folder beside the output until both are written, so that
-`--resume` can continue an interrupted edit.
+Each window's finished frames are encoded into a segment in a hidden work folder beside the output
+(io/workdir.py); at the end the segments are joined without re-encoding and muxed with the audio into
+the output, atomically, and the statistics are written last: an edit either leaves both files or
+neither. `--resume` continues an interrupted edit from its first unfinished window, decoding the source
+from that window's first frame.
 """
 
 from __future__ import annotations
@@ -20,55 +22,34 @@ import logging
 import resource
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Collection
 
 import numpy as np
 
 from hetcache_cli import __version__
-from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.model_check import check_cache_settings
-from hetcache_cli.errors import InputError, Interrupted
-from hetcache_cli.io.align import AlignmentPlan
+from hetcache_cli.errors import Interrupted
 from hetcache_cli.io.atomic import atomic_write_text
-from hetcache_cli.io.audio import AudioPlan, write_video_with_audio
+from hetcache_cli.io.audio import join_video
 from hetcache_cli.io.crop import Crop, crop_mask
-from hetcache_cli.io.mask import mask_coverage
-from hetcache_cli.io.probe import MediaInfo
-from hetcache_cli.io.stitch import Patch, patched_frame
-from hetcache_cli.io.workdir import MemoryStore, WindowStore, WorkDir
-from hetcache_cli.pipeline.fit import SIZE_MULTIPLE, fit_source
-from hetcache_cli.pipeline.window_run import load_patch, output_frames, run_window, summarise_windows
-from hetcache_cli.pipeline.windows import Window, describe_windows, owned_frames, window_mask
+from hetcache_cli.io.frames import FrameStream, describe_filled
+from hetcache_cli.io.stitch import patched_frame
+from hetcache_cli.io.video import write_video
+from hetcache_cli.io.workdir import WorkDir
+from hetcache_cli.pipeline.plan import SIZE_MULTIPLE, EditPlan, build_plan
+from hetcache_cli.pipeline.window_run import at_origin, final_frames, load_patch, run_window, summarise_windows
+from hetcache_cli.pipeline.windows import Window, owned_frames, window_mask
 from hetcache_cli.spec.paths import default_output, default_stats, resolve_outputs  # noqa: F401 (re-exported)
 from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
 
 STATS_VERSION = 3  # = cache.summary.SCHEMA_VERSION (no torch import here)
-__all__ = ["SIZE_MULTIPLE", "EditResult", "PreparedEdit", "plan_edit", "prepare_edit", "resolve_outputs", "run_edit"]
+__all__ = ["SIZE_MULTIPLE", "EditPlan", "EditResult", "plan_edit", "prepare_edit", "resolve_outputs", "run_edit"]
 
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass
-class PreparedEdit:
-    spec: EditSpec
-    output: Path
-    stats_path: Path
-    frames: np.ndarray  # [F, H, W, 3] uint8 at the source's size, every frame of the edit
-    mask: np.ndarray  # [F, H, W] bool at the source's size
-    fps: float
-    plan: AlignmentPlan  # frames used; height x width = the whole frame at the model's size (crop: full)
-    cache: HetCacheConfig
-    windows: list[Window]
-    crops: list[Crop] = field(default_factory=list)  # one per window: the box the model works on and its size
-    rate: Fraction | None = None  # the exact frame rate, read and written
-    media: MediaInfo | None = None
-    audio: AudioPlan = field(default_factory=AudioPlan)
-    messages: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,36 +60,46 @@ class EditResult:
     frames: np.ndarray | None = None  # [F, H, W, 3] uint8 as written (run_edit(keep_frames=True))
     raw: np.ndarray | None = None  # [F, H, W, 3] uint8: the source with the model's output in each crop,
     # before colour match and paste-back (same)
+    source: np.ndarray | None = None  # [F, H, W, 3] uint8: the source frames of a preview's windows
 
 
-def prepare_edit(spec: EditSpec, overwrite: bool = False) -> PreparedEdit:
-    """Every input check, before any model is loaded."""
-    output, stats_path = resolve_outputs(spec)
-    if output.exists() and not overwrite:
-        raise InputError(f"output {output} already exists; pass --overwrite or choose another -o/--output")
-    cache = spec.cache_config()
-    check_cache_settings(cache, spec.model, spec.steps)  # against the model's config.json, before its weights
-
-    fit = fit_source(spec, output)
-    messages = fit.messages
-    for msg in messages:
+def prepare_edit(spec: EditSpec, overwrite: bool = False) -> EditPlan:
+    """Every input check and the edit's plan, before any model is loaded (no frame of the source is decoded)."""
+    plan, warnings, notes = build_plan(spec, overwrite)
+    check_cache_settings(plan.cache, spec.model, spec.steps)  # against the model's config.json, before its weights
+    for msg in warnings:
         logger.warning(msg)
-    layout = describe_windows(fit.windows)
-    for note in fit.notes + ([layout] if layout else []):
+    for note in notes:
         logger.info(note)
-        messages.append(note)
-    return PreparedEdit(
-        spec, output, stats_path, fit.frames, fit.mask, fit.fps, fit.plan, cache, fit.windows, fit.crops, fit.rate,
-        fit.media, fit.audio, messages,
-    )  # fmt: skip
+    return plan
 
 
 def _window_finished(window: Window) -> None:
     """Called after each computed window is stored (a seam for tests that interrupt an edit)."""
 
 
+class SourceWindow:
+    """The current window's source frames in one array of the largest window's size: moving to the next
+    window shifts its overlap to the front and decodes only the frames after it."""
+
+    def __init__(self, stream: FrameStream, capacity: int) -> None:
+        self.stream = stream
+        self.frames = np.empty((capacity, stream.height, stream.width, 3), np.uint8)
+        self.start, self.count = stream.position, 0
+
+    def advance(self, window: Window) -> np.ndarray:
+        """uint8 [window.frames, H, W, 3]: the window's source frames (a view, valid until the next call)."""
+        keep = max(0, self.start + self.count - window.start)
+        if keep:
+            offset = window.start - self.start
+            self.frames[:keep] = self.frames[offset : offset + keep]
+        self.stream.read_into(self.frames[keep : window.frames])
+        self.start, self.count = window.start, window.frames
+        return self.frames[: window.frames]
+
+
 def run_edit(
-    prep: PreparedEdit,
+    prep: EditPlan,
     pipe,
     model_info: dict,
     progress: ProgressFn | None = None,
@@ -116,27 +107,28 @@ def run_edit(
     keep_frames: bool = False,
     only_windows: Collection[int] | None = None,
 ) -> EditResult:
-    """Run the denoising window by window with the cache attached, then write the video and its statistics.
+    """Run the denoising window by window with the cache attached, writing each window's finished frames, then
+    join them into the video and write its statistics.
 
     Args:
         resume: reuse the finished windows an interrupted run with the same settings left beside the output.
-        keep_frames: also return the written frames and the raw model output (for benchmarks).
+        keep_frames: also return the written frames and the raw model output (for benchmarks of short clips).
         only_windows: run only the windows of these indices (a preview) and write nothing: the result's
-            `frames` hold their edited frames, [sum of their frames, H, W, 3] uint8 at the source's size,
-            and its `stats` list only them. A window whose predecessor does not run gets no known frames.
+            `frames` hold their edited frames and `source` their source frames, [sum of their frames, H, W, 3]
+            uint8 at the source's size, and its `stats` list only them. A window whose predecessor does not
+            run gets no known frames.
     """
     windows = prep.windows
-    store: WindowStore
-    if len(windows) > 1 and only_windows is None:
-        store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
-        prep.messages.extend(store.messages)
-    else:
-        store = MemoryStore()
+    if only_windows is not None:
+        return _run_and_write(prep, pipe, model_info, None, progress, keep_frames, only_windows)
+    store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
     try:
-        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames, only_windows)
-    except KeyboardInterrupt:
-        kept = store.count_finished(len(windows)) if isinstance(store, WorkDir) else 0
-        if kept:
+        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames)
+    except BaseException as err:
+        kept = store.count_finished(len(windows))
+        if not kept:
+            store.remove()
+        if isinstance(err, KeyboardInterrupt) and kept:
             raise Interrupted(
                 f"no output written; {kept} of {len(windows)} windows are kept in {store.path}: rerun the same "
                 "command with --resume to continue"
@@ -144,7 +136,7 @@ def run_edit(
         raise
 
 
-def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStore, progress, keep_frames: bool,
+def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None, progress, keep_frames: bool,
                    only: Collection[int] | None = None):  # fmt: skip
     import torch
 
@@ -152,33 +144,54 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
     from hetcache_cli.cache.flops import ModelDims
     from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
 
-    spec, windows = prep.spec, prep.windows
-    if only is not None:
+    spec, windows = prep.spec, list(prep.windows)
+    if only is not None:  # a preview: no work folder (store is None), nothing written
         windows = [w if w.index - 1 in only else replace(w, shared=0, known=0) for w in windows if w.index in only]
     device = execution_device(pipe)  # under offloading the weights may sit in host memory
     guidance_kwargs(pipe, spec.guidance_scale_2, spec.model)
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
     total_steps = spec.steps * len(windows)
+    encode = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
     window_docs: list[dict] = []
     records: list[dict] = []
-    raws: list[Patch] = []
-    previous: tuple[Window, Patch] | None = None
+    kept: list[np.ndarray] = []
+    raws: list[np.ndarray] = []
+    previous = None
+    preview: list[tuple[np.ndarray, np.ndarray]] = []  # (source, edited) frames of a preview's windows
+    first = store.finished if store is not None else 0
+    for index in range(first):
+        doc = store.record(index)
+        doc["window"]["resumed"] = True
+        window_docs.append(doc["window"])
+        records.extend(doc["steps"])
+    if first:
+        previous = (windows[first - 1], load_patch(store, first - 1)[0])
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
+    stream = None
     apply_hetcache(pipe, prep.cache, stats=stats)
     try:
-        for window in windows:
-            if window.index < store.finished:
-                final, doc = load_patch(store, window.index)
-                doc["window"]["resumed"] = True
+        if first < len(windows):
+            stream = FrameStream(spec.video, prep.media, prep.plan.frames, start=windows[first].start)
+            source = SourceWindow(stream, max(w.frames for w in windows))
+        for window in windows[first:]:
+            src = source.advance(window)
+            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src)
+            doc["window"]["filled"] = [t for t in stream.filled if window.start <= t < window.stop]
+            if store is None:
+                edited = (patched_frame(src[k], final, window.start + k) for k in range(window.frames))
+                preview.extend((src[k].copy(), frame) for k, frame in enumerate(edited))
             else:
-                final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps)
+                owned = owned_frames(list(prep.windows), window.index)
+                frames = final_frames(src, window, final, owned)
+                if keep_frames:
+                    frames = _kept(frames, kept)
+                    raws.extend(patched_frame(src[k], raw, window.start + k) for k in range(owned))
+                write_video(store.segment(window.index), frames, prep.rate, joinable=True, **encode)
                 store.save(window.index, final.frames, doc)
                 _window_finished(window)
-                if keep_frames:
-                    raws.append(raw)
             window_docs.append(doc["window"])
             records.extend(doc["steps"])
             previous = (window, final)
@@ -186,55 +199,69 @@ def _run_and_write(prep: PreparedEdit, pipe, model_info: dict, store: WindowStor
                 progress((window.index + 1) * spec.steps, total_steps)
     finally:
         remove_hetcache(pipe)
+        if stream is not None:
+            stream.close()
     wall_s = time.perf_counter() - start
 
+    messages = list(prep.messages) + (store.messages if store is not None else [])
+    filled = sorted({t for w in window_docs for t in w.get("filled", [])})
+    damaged = describe_filled(spec.video, filled, prep.plan.frames)
+    if damaged:
+        logger.warning(damaged)
+        messages.append(damaged)
     summary = summarise_windows(window_docs)
     summary["wall_s"] = wall_s
+    summary["filled_frames"] = len(filled)
     summary.update(_peak_memory(device))
     doc = {
         "version": STATS_VERSION,
         "hetcache_version": __version__,
         "paths": {"video": spec.video, "mask": spec.mask, "output": str(prep.output), "stats": str(prep.stats_path)},
         "model": model_info,
-        "settings": _settings(prep),
+        "settings": _settings(prep, messages),
         "windows": window_docs,
         "steps": records,
         "summary": summary,
     }
-    if only is not None:
-        frames = np.concatenate([np.stack([patched_frame(prep.frames[t], load_patch(store, w.index)[0], t)
-                                           for t in range(w.start, w.stop)]) for w in windows])  # fmt: skip
-        return EditResult(prep.output, prep.stats_path, doc, frames)
-    encode = {"lossless": True} if spec.crf == 0 else {"crf": spec.crf}
-    frames_out = output_frames(store, windows, prep.frames)
-    write_video_with_audio(prep.output, frames_out, prep.rate or prep.fps, Path(spec.video), prep.audio, **encode)
+    if store is None:
+        source, edited = (np.stack(x) for x in zip(*preview))
+        return EditResult(prep.output, prep.stats_path, doc, edited, source=source)
+    join_video(prep.output, [store.segment(w.index) for w in windows], Path(spec.video), prep.audio)
     doc["settings"]["audio"] = prep.audio.to_dict()  # after the mux: a failed copy falls back to AAC
     try:
         atomic_write_text(prep.stats_path, json.dumps(doc, indent=2) + "\n")
     except BaseException:
         prep.output.unlink(missing_ok=True)
         raise
-    frames = raw = None
-    if keep_frames:
-        frames = np.concatenate(list(output_frames(store, windows, prep.frames, chunks=True)))
-        if len(raws) == len(windows):
-            raw = np.stack([
-                patched_frame(prep.frames[t], r, t)
-                for i, (w, r) in enumerate(zip(windows, raws))
-                for t in range(w.start, w.start + owned_frames(windows, i))
-            ])  # fmt: skip
     store.remove()
-    return EditResult(prep.output, prep.stats_path, doc, frames, raw)
+    full = len(kept) == prep.plan.frames
+    return EditResult(
+        prep.output, prep.stats_path, doc, np.stack(kept) if full else None,
+        np.stack(raws) if full and len(raws) == len(kept) else None,
+    )  # fmt: skip
 
 
-def plan_edit(prep: PreparedEdit, pipe) -> dict:
+def _kept(frames, into: list):
+    for frame in frames:
+        into.append(frame)
+        yield frame
+
+
+def plan_edit(prep: EditPlan, pipe) -> dict:
     """What `run_edit` would do, without running it: windows, schedule, token counts, FLOPs, cache memory."""
     from hetcache_cli.cache.summary import RunSummary
     from hetcache_cli.pipeline.model import guidance_kwargs
 
     guidance_kwargs(pipe, prep.spec.guidance_scale_2, prep.spec.model)
-    plans = [window_plan(prep, pipe, window, crop) for window, crop in zip(prep.windows, prep.crops)]
-    per_window = [{**w.to_dict(), **p.to_dict(), "crop": c.to_dict()} for w, c, p in zip(prep.windows, prep.crops, plans)]
+    plans, per_window = [], []
+    runs: dict[tuple, object] = {}  # a plan depends only on the window's model mask: a long clip repeats them
+    for window, crop in zip(prep.windows, prep.crops):
+        mask = model_mask(prep, window, crop)
+        key = (mask.shape, np.packbits(mask).tobytes())
+        if key not in runs:
+            runs[key] = window_plan(prep, pipe, mask)
+        plans.append(runs[key])
+        per_window.append({**window.to_dict(), **runs[key].to_dict(), "crop": crop.to_dict()})
     total = RunSummary.combine(RunSummary.from_plan(p) for p in plans)
     largest = max(plans, key=lambda p: p.peak_expert.memory["total"])
     first = per_window[0]
@@ -250,13 +277,13 @@ def plan_edit(prep: PreparedEdit, pipe) -> dict:
         "frames": prep.plan.frames,
         "height": prep.plan.src_height,
         "width": prep.plan.src_width,
-        "fps": _rate_text(prep),
+        "fps": prep.rate_text,
         "crop": prep.spec.crop,
         "audio": prep.audio.to_dict(),
         "branches": plans[0].branches,
         "offload": prep.spec.offload,
         "cache": prep.cache.to_dict(),
-        "alignment": prep.messages,
+        "alignment": list(prep.messages),
         "memory": gpu_estimate(prep, pipe, plans[0].branches),
     }
 
@@ -265,7 +292,13 @@ _PLANNED = ("schema_version", "schedule", "decisions", "flops", "flops_full", "f
             "text_kv_memory_bytes")  # what a plan knows of a run's summary (no times, no measured memory)
 
 
-def window_plan(prep: PreparedEdit, pipe, window: Window, crop: Crop):
+def model_mask(prep: EditPlan, window: Window, crop: Crop) -> np.ndarray:
+    """bool [model frames, H, W]: the window's mask at the model's size, as its pipeline call gets it."""
+    box = (crop.x0, crop.y0, crop.x1, crop.y1)
+    return window_mask(crop_mask(prep.mask.region(window.start, window.stop, box), at_origin(crop)), window)
+
+
+def window_plan(prep: EditPlan, pipe, mask: np.ndarray):
     """The cache plan of one window's pipeline call (cache/planning.py), as the hook will make it."""
     import torch
 
@@ -275,15 +308,15 @@ def window_plan(prep: PreparedEdit, pipe, window: Window, crop: Crop):
 
     device = execution_device(pipe)
     pipe.scheduler.set_timesteps(prep.spec.steps, device=device)
-    mask = window_mask(crop_mask(prep.mask[window.start : window.stop], crop), window)
     spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
     return plan_model(
-        pipe, prep.cache, pipe.scheduler.timesteps, torch.from_numpy(mask), branches=guidance_branches(prep.spec.guidance_scale),
-        spatial=spatial, temporal=pipe.vae_scale_factor_temporal, device=device,
+        pipe, prep.cache, pipe.scheduler.timesteps, torch.from_numpy(mask),
+        branches=guidance_branches(prep.spec.guidance_scale), spatial=spatial,
+        temporal=pipe.vae_scale_factor_temporal, device=device,
     )  # fmt: skip
 
 
-def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
+def gpu_estimate(prep: EditPlan, pipe, branches: int) -> dict:
     """The whole edit's GPU / host memory estimate (pipeline/memory.py) for the dry run."""
     from hetcache_cli.pipeline.memory import estimate, pipeline_sizes
 
@@ -299,7 +332,7 @@ def gpu_estimate(prep: PreparedEdit, pipe, branches: int) -> dict:
     )  # fmt: skip
 
 
-def _settings(prep: PreparedEdit) -> dict:
+def _settings(prep: EditPlan, messages: list[str]) -> dict:
     spec = prep.spec
     skip = {"video", "mask", "output", "stats", "cache"}
     out = {k: v for k, v in vars(spec).items() if k not in skip}
@@ -308,19 +341,14 @@ def _settings(prep: PreparedEdit) -> dict:
         height=prep.plan.src_height,
         width=prep.plan.src_width,
         fps=prep.fps,
-        rate=_rate_text(prep),
-        vfr=bool(prep.media and prep.media.vfr),
+        rate=prep.rate_text,
+        vfr=prep.media.vfr,
         full_frame_model_size=[prep.plan.width, prep.plan.height],
-        mask_coverage=mask_coverage(prep.mask),
-        alignment=prep.messages,
+        mask_coverage=prep.mask.coverage(),
+        alignment=messages,
         cache=prep.cache.to_dict(),
     )
     return out
-
-
-def _rate_text(prep: PreparedEdit) -> str:
-    rate = prep.rate if prep.rate is not None else Fraction(prep.fps).limit_denominator(1001)
-    return f"{rate.numerator}/{rate.denominator}"
 
 
 def _file_identity(path: str) -> list:
@@ -330,10 +358,11 @@ def _file_identity(path: str) -> list:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
 
 
-def run_fingerprint(prep: PreparedEdit, model_info: dict) -> dict:
-    """Everything a window's result depends on, for `--resume` to check (the output's crf and audio are not)."""
+def run_fingerprint(prep: EditPlan, model_info: dict) -> dict:
+    """Everything a window's result and its encoded segment depend on, for `--resume` to check (the audio is
+    muxed at the end, so it is not)."""
     spec = prep.spec
-    values = {k: v for k, v in vars(spec).items() if k not in ("output", "stats", "crf", "audio", "cache")}
+    values = {k: v for k, v in vars(spec).items() if k not in ("output", "stats", "audio", "cache")}
     values.update(
         cache=prep.cache.to_dict(),
         video_file=_file_identity(spec.video),

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from hetcache_cli.spec.windows import FRAME_MULTIPLE, MIN_WINDOW_FRAMES, check_window_settings
+
 if TYPE_CHECKING:  # numpy is imported where pixels are handled: spec checks and --help stay light
     import numpy as np
 
@@ -25,8 +27,6 @@ __all__ = [
     "match_color", "owned_frames", "pad_frames", "plan_windows", "window_mask",
 ]  # fmt: skip
 
-FRAME_MULTIPLE = 4  # Wan: frames = 4k + 1 (the VAE's causal temporal grouping)
-MIN_WINDOW_FRAMES = 5
 BLEND_FRAMES = 4  # shared frames both windows generate, one latent frame
 
 
@@ -77,30 +77,6 @@ class Window:
 def _next_valid(n: int) -> int:
     """Smallest 4k+1 count >= n (and >= MIN_WINDOW_FRAMES)."""
     return max(MIN_WINDOW_FRAMES, -(-(n - 1) // FRAME_MULTIPLE) * FRAME_MULTIPLE + 1)
-
-
-def check_window_settings(window_frames: int, window_overlap: int) -> str | None:
-    """The problem with a window setting, as a one-line message naming the fix; None when valid."""
-    if window_frames < MIN_WINDOW_FRAMES:
-        return (
-            f"window_frames {window_frames} is below the minimum {MIN_WINDOW_FRAMES}; "
-            f"use --window-frames {MIN_WINDOW_FRAMES} or more (4k+1, e.g. 17, 33 or 81)"
-        )
-    if (window_frames - 1) % FRAME_MULTIPLE:
-        below = (window_frames - 1) // FRAME_MULTIPLE * FRAME_MULTIPLE + 1
-        options = [v for v in (below, below + FRAME_MULTIPLE) if v >= MIN_WINDOW_FRAMES]
-        return (
-            f"window_frames {window_frames} is not 4k+1 (the model runs on 4k+1 frames); "
-            f"use --window-frames {' or '.join(map(str, options))}"
-        )
-    if window_overlap < 0:
-        return f"window_overlap {window_overlap} is negative; use --window-overlap 0 or more (e.g. 16)"
-    if window_overlap >= window_frames:
-        return (
-            f"window_overlap {window_overlap} must be below window_frames {window_frames} (each window must edit "
-            f"new frames); use --window-overlap {max(0, window_frames // 5)} or a larger --window-frames"
-        )
-    return None
 
 
 def plan_windows(total: int, window_frames: int, window_overlap: int, blend_frames: int = BLEND_FRAMES) -> list[Window]:

@@ -50,12 +50,12 @@ def check_preview(output: Path, frame: int | None, plot: bool) -> PreviewPaths:
     return PreviewPaths(beside(".png"), beside(".mp4"), beside(".stats.json"), beside(".cache.png") if plot else None)
 
 
-def pick_window(windows: list, mask, frame: int | None):
+def pick_window(windows: list, counts, frame: int | None):
     """The window holding clip frame `frame` (the one that owns it in the output: the later of two that share
     it), or without a frame the window whose mask covers the most pixels (the first of equals)."""
     total = windows[-1].stop
     if frame is None:
-        covered = [int(mask[w.start : w.stop].sum()) for w in windows]
+        covered = [int(sum(counts[w.start : w.stop])) for w in windows]  # counts: masked pixels per frame
         return windows[covered.index(max(covered))]
     if frame >= total:
         raise InputError(
@@ -110,8 +110,8 @@ def write_preview(paths: PreviewPaths, prep, result, window, summary: dict) -> N
     from hetcache_cli.io.atomic import atomic_write_bytes, atomic_write_text
     from hetcache_cli.io.video import write_video
 
-    source = prep.frames[window.start : window.stop]
-    sheet = contact_sheet(source, prep.mask[window.start : window.stop], result.frames, window.start)
+    whole = (0, 0, prep.mask.width, prep.mask.height)
+    sheet = contact_sheet(result.source, prep.mask.region(window.start, window.stop, whole), result.frames, window.start)
     ok, png = cv2.imencode(".png", sheet[..., ::-1])
     if not ok:
         raise RuntimeError("OpenCV could not encode the contact sheet as PNG")

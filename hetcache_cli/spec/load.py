@@ -10,8 +10,7 @@ import yaml
 
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
-from hetcache_cli.mask.prompts import parse_boxes
-from hetcache_cli.pipeline.windows import check_window_settings
+from hetcache_cli.spec.prompts import parse_boxes
 from hetcache_cli.spec.schema import (
     CACHE_FIELD_TYPES,
     CROP_MODES,
@@ -27,6 +26,7 @@ from hetcache_cli.spec.schema import (
     EditSpec,
     spec_fields,
 )
+from hetcache_cli.spec.windows import check_window_settings
 
 # re-exported: the model's recommendations live in their own module
 from hetcache_cli.spec.model_defaults import MODEL_DEFAULTS_FILE, model_defaults  # noqa: E402,F401

@@ -91,15 +91,16 @@ def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_di
     pipe, info = PipelinePool().get(spec.model, "cpu", "auto")
     result = run_edit(prep, pipe, info, keep_frames=True)
 
-    mask_rgb = np.repeat((prep.mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
+    mask, frames = prep.mask.dense(), read_video(small_clip["video"]).frames
+    mask_rgb = np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
     direct = pipe(
-        prompt="a red ball", negative_prompt="", video=[PIL.Image.fromarray(f) for f in prep.frames],
+        prompt="a red ball", negative_prompt="", video=[PIL.Image.fromarray(f) for f in frames],
         mask=[PIL.Image.fromarray(m) for m in mask_rgb], height=64, width=64, num_frames=9, num_inference_steps=3,
         guidance_scale=spec.guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np",
     ).frames[0]  # fmt: skip
     raw = (np.clip(direct, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     assert np.array_equal(result.raw, raw)
-    assert np.array_equal(result.frames, paste_back(raw, prep.frames, prep.mask, 4, 4))
+    assert np.array_equal(result.frames, paste_back(raw, frames, mask, 4, 4))
 
 
 @pytest.mark.slow
@@ -124,7 +125,8 @@ def test_interrupted_edit_resumes_to_the_same_result(clip30, tiny_model_dir, tmp
     assert "2 of 6 windows are kept" in r.stderr and "--resume" in r.stderr
     assert not out.exists() and not out.with_name("resumed.stats.json").exists()
     assert sorted(p.name for p in work.iterdir()) == [
-        "settings.json", "window_0000.json", "window_0000.npy", "window_0001.json", "window_0001.npy",
+        "segment_0000.mp4", "segment_0001.mp4", "settings.json", "window_0000.json", "window_0001.json",
+        "window_0001.npy",
     ]  # fmt: skip
 
     r = tiny_edit(video, mask, tiny_model_dir, out, "--resume", quiet=False)

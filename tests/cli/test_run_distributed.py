@@ -17,7 +17,6 @@ from hetcache_cli.pipeline.distributed import (
     RankInfo,
     claim_order,
     estimate,
-    probe_video,
     rank_device,
     rank_info_from_env,
     wait_for_ranks,
@@ -73,9 +72,10 @@ def test_rank_info_and_device():
     assert rank_device("cuda", 1, 0) == "cuda"
 
 
-def test_estimate_reads_only_the_header(small_clip, tmp_path):
-    assert probe_video(str(small_clip["video"])) == (9, 64, 64)
-    assert probe_video(str(tmp_path / "missing.mp4")) is None
+def test_estimate_reads_the_edits_plan(small_clip, tmp_path, monkeypatch):
+    import hetcache_cli.io.frames as frames
+
+    monkeypatch.setattr(frames.FrameStream, "__init__", None)  # planning decodes no frame
     base = {"video": str(small_clip["video"]), "mask": str(small_clip["mask"]), "prompt": "p", "steps": 3}
     out = tmp_path / "o.mp4"
     cost, key = estimate("e", {**base, "output": str(out), "guidance_scale": 5.0}, overwrite=False)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from hetcache_cli.errors import InputError
-from hetcache_cli.mask.boxes import box_mask, interpolate_boxes
+from hetcache_cli.io.boxes import box_mask, interpolate_boxes
 from hetcache_cli.mask.post import bounding_box, convex_hull, dilate, postprocess
-from hetcache_cli.mask.prompts import Box, Point, fit_boxes, fit_points, parse_box, parse_boxes, parse_point
+from hetcache_cli.spec.prompts import Box, Point, fit_boxes, fit_points, parse_box, parse_boxes, parse_point
 
 
 def boxes_mask(num_frames, height, width, spans):

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from hetcache_cli.cli.app import app
 from hetcache_cli.io.mask import load_mask
 from hetcache_cli.io.video import read_video
-from hetcache_cli.mask.boxes import box_mask
+from hetcache_cli.io.boxes import box_mask
 from hetcache_cli.mask.post import postprocess
-from hetcache_cli.mask.prompts import Box
+from hetcache_cli.spec.prompts import Box
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from hetcache_cli.cli.app import app
 from hetcache_cli.errors import InputError
 from hetcache_cli.io.video import read_video
 from hetcache_cli.mask.post import bounding_box
-from hetcache_cli.mask.prompts import Box, Point
+from hetcache_cli.spec.prompts import Box, Point
 from hetcache_cli.mask.tracker import Preprocess, load_tracker, resolve_tracker
 
 from sam2_helpers import TINY_MEAN, TINY_SIZE, TINY_STD

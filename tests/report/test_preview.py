@@ -43,12 +43,12 @@ def test_pick_window_by_frame_or_by_mask_area():
     mask = np.zeros((30, 4, 4), bool)
     mask[12, :2] = True
     mask[16] = True
-    assert pick_window(windows, mask, None).index == 2  # frames 10-18 hold 8 + 16 pixels, 15-23 only 16
-    assert pick_window(windows, mask, 0).index == 0
-    assert pick_window(windows, mask, 7).index == 1  # shared by windows 0 and 1: window 1 owns it
-    assert pick_window(windows, mask, 29).index == 5
+    assert pick_window(windows, mask.sum(axis=(1, 2)), None).index == 2  # frames 10-18 hold 8 + 16 pixels, 15-23 only 16
+    assert pick_window(windows, mask.sum(axis=(1, 2)), 0).index == 0
+    assert pick_window(windows, mask.sum(axis=(1, 2)), 7).index == 1  # shared by windows 0 and 1: window 1 owns it
+    assert pick_window(windows, mask.sum(axis=(1, 2)), 29).index == 5
     with pytest.raises(InputError, match="beyond the clip: the edit has 30 frames"):
-        pick_window(windows, mask, 30)
+        pick_window(windows, mask.sum(axis=(1, 2)), 30)
 
 
 def test_the_picked_window_holds_the_frame_and_owns_it_in_the_output():

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from hetcache_cli.mask.prompts import Box
+from hetcache_cli.spec.prompts import Box
 
 __all__ = ["box_mask", "interpolate_boxes", "pixel_span"]
 
