@@ -1,24 +1,16 @@
 """A tiny random-weight SAM 2 video model saved like real weights, and a clip with a drawn object."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sam2_helpers import TINY_MEAN, TINY_SIZE, TINY_STD, build_tiny_sam2
+from sam2_helpers import save_tiny_sam2
 
 
 @pytest.fixture(scope="session")
 def tiny_sam2_dir(tmp_path_factory) -> Path:
     """The tiny model saved with save_pretrained, plus the processor config real checkpoints carry."""
-    path = tmp_path_factory.mktemp("sam2") / "tiny-sam2"
-    build_tiny_sam2().save_pretrained(path)
-    processor = {
-        "size": {"height": TINY_SIZE, "width": TINY_SIZE}, "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": list(TINY_MEAN), "image_std": list(TINY_STD),
-    }  # fmt: skip
-    (path / "video_preprocessor_config.json").write_text(json.dumps(processor))
-    return path
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "tiny-sam2")
 
 
 @pytest.fixture(scope="session")

@@ -37,3 +37,16 @@ def build_tiny_sam2(seed: int = 0):
     )  # fmt: skip
     torch.manual_seed(seed)
     return Sam2VideoModel(config).eval()
+
+
+def save_tiny_sam2(path):
+    """The tiny model saved with save_pretrained, plus the processor config real checkpoints carry."""
+    import json
+
+    build_tiny_sam2().save_pretrained(path)
+    processor = {
+        "size": {"height": TINY_SIZE, "width": TINY_SIZE}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": list(TINY_MEAN), "image_std": list(TINY_STD),
+    }  # fmt: skip
+    (path / "video_preprocessor_config.json").write_text(json.dumps(processor))
+    return path

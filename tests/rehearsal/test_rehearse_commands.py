@@ -81,16 +81,9 @@ def test_calibrate(tmp_path, monkeypatch, dtype):
 
 @pytest.fixture(scope="module")
 def tiny_sam2(tmp_path_factory):
-    from sam2_helpers import TINY_MEAN, TINY_SIZE, TINY_STD, build_tiny_sam2
+    from sam2_helpers import save_tiny_sam2
 
-    path = tmp_path_factory.mktemp("sam2") / "tiny-sam2"
-    build_tiny_sam2().save_pretrained(path)
-    processor = {
-        "size": {"height": TINY_SIZE, "width": TINY_SIZE}, "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": list(TINY_MEAN), "image_std": list(TINY_STD),
-    }  # fmt: skip
-    (path / "video_preprocessor_config.json").write_text(json.dumps(processor))
-    return path
+    return save_tiny_sam2(tmp_path_factory.mktemp("sam2") / "tiny-sam2")
 
 
 @pytest.mark.parametrize("dtype", HALF)
