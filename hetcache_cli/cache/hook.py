@@ -279,7 +279,11 @@ class HetCacheHook(ModelHook):
         planned = run.plan.step(step)
         g, m, c = run.classes.counts
         n_tokens = run.classes.n_tokens
-        if planned is not None and planned.decision == decision and planned.expert == self.expert:
+        as_planned = planned is not None and planned.decision == decision and planned.expert == self.expert
+        if as_planned and text_layers is not None:  # the plan has the prompt's K/V projected once per run
+            first = next((s.step for s in run.plan.steps if s.expert == self.expert and s.decision != REUSE), None)
+            as_planned = text_layers == ((len(module.blocks) + len(module.vace_blocks)) if step == first else 0)
+        if as_planned:
             computed, flops, flops_full = planned.computed, planned.flops, planned.flops_full
         else:
             computed = {FULL: n_tokens, PARTIAL: run_.n_active(run), REUSE: 0}[decision]
