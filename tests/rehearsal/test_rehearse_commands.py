@@ -40,9 +40,9 @@ def test_run_batch(tmp_path, demo_mask, dtype):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-def test_bench_with_peers(tmp_path, dtype):
+def test_bench_with_peers(tmp_path, demo_mask, dtype):
     """Ours and the peers in the same process; the same FLOPs cut and close videos as in float32."""
-    methods = "none,hetcache:balanced,teacache:fast,taylorseer,cache-dit:dbcache"
+    methods = "none,hetcache:balanced,teacache:fast,diffusers:taylorseer,cache-dit:dbcache"
     reports = {}
     for run_dtype in (dtype, "float32"):
         out = tmp_path / run_dtype
@@ -56,9 +56,14 @@ def test_bench_with_peers(tmp_path, dtype):
         assert half[method]["schedule"] == full[method]["schedule"]
     ran = [m for m, row in half.items() if row.get("status", "ok") == "ok"]
     assert {"none", "hetcache:balanced", "teacache:fast"} <= set(ran)
-    for method in ("hetcache:balanced", "teacache:fast"):
-        # each method's quality against its own dtype's uncached run stays near the float32 figure
-        assert abs(half[method]["quality"]["psnr"]["inside"] - full[method]["quality"]["psnr"]["inside"]) <= 6.0
+    # each method's video against the same method's float32 video: bench writes them at crf 18, whose own
+    # loss caps the comparison near 42 dB (measured 41.4-42.0 dB in both dtypes)
+    floor = 36.0
+    for name in ("none", "hetcache_balanced", "teacache_fast"):
+        value = psnr(read_frames(tmp_path / dtype / f"{name}.mp4"), read_frames(tmp_path / "float32" / f"{name}.mp4"),
+                     demo_mask)  # fmt: skip
+        print(f"bench {dtype} {name}: {value:.1f} dB from float32 (floor {floor})")
+        assert value >= floor, (name, value)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16"])

@@ -1,8 +1,10 @@
 """`hetcache edit` as a GPU user runs it, in bfloat16 and float16, against the float32 run.
 
 Floors are in-mask PSNR (dB) of the half-precision output against the float32 output of the same
-command, both lossless; measured values are in the comments (torch 2.13 CPU). bfloat16 keeps 8
-mantissa bits, float16 11: float16 lands about 10 dB closer, as expected.
+command, both lossless. Measured (torch 2.13, CPU): bfloat16 53.0-56.0 dB and float16 61.9-65.0 dB on
+every case of the demo model, the random tiny model 54.4 / 62.7 dB, guidance 5 the lowest at 44.0 /
+58.9 dB; the floors sit 6-10 dB below. bfloat16 keeps 8 mantissa bits, float16 11: float16 lands
+about 9 dB closer, as expected.
 """
 
 import pytest
@@ -15,16 +17,16 @@ SHORT = ["--steps", 10]
 
 # name: (extra flags, floor in dB for bfloat16, for float16)
 CASES = {
-    "quality": (["--preset", "quality"], 40.0, 45.0),
-    "balanced": (["--preset", "balanced"], 40.0, 45.0),
-    "fast": (["--preset", "fast"], 40.0, 45.0),
-    "uncached": (["--cache", "none", *SHORT], 40.0, 45.0),
-    "teacache": (["--cache", "teacache", *SHORT], 40.0, 45.0),
-    "schedule": (["--schedule", "FFPPRPPRPF", *SHORT], 40.0, 45.0),
-    "guidance-5": (["--guidance-scale", 5, "--preset", "balanced", *SHORT], 35.0, 40.0),
-    "offload-model": (["--offload", "model", "--preset", "balanced", *SHORT], 40.0, 45.0),
-    "offload-group": (["--offload", "group", "--preset", "balanced", *SHORT], 40.0, 45.0),
-    "offload-leaf": (["--offload", "leaf", "--preset", "balanced", *SHORT], 40.0, 45.0),
+    "quality": (["--preset", "quality"], 45.0, 55.0),
+    "balanced": (["--preset", "balanced"], 45.0, 55.0),
+    "fast": (["--preset", "fast"], 45.0, 55.0),
+    "uncached": (["--cache", "none", *SHORT], 45.0, 55.0),
+    "teacache": (["--cache", "teacache", *SHORT], 45.0, 55.0),
+    "schedule": (["--schedule", "FFPPRPPRPF", *SHORT], 45.0, 55.0),
+    "guidance-5": (["--guidance-scale", 5, "--preset", "balanced", *SHORT], 38.0, 50.0),
+    "offload-model": (["--offload", "model", "--preset", "balanced", *SHORT], 45.0, 55.0),
+    "offload-group": (["--offload", "group", "--preset", "balanced", *SHORT], 45.0, 55.0),
+    "offload-leaf": (["--offload", "leaf", "--preset", "balanced", *SHORT], 45.0, 55.0),
 }
 
 
@@ -54,7 +56,7 @@ def cache_specs(tmp_path_factory):
 @pytest.mark.parametrize("dtype", HALF)
 @pytest.mark.parametrize("layout", ["fp8", "host-kv", "fp8-host-kv"])
 def test_cache_layouts(rehearsal, demo_mask, cache_specs, layout, dtype):
-    floor = 35.0 if dtype == "bfloat16" else 40.0
+    floor = 45.0 if dtype == "bfloat16" else 55.0
     rehearsal.check(dtype, *DEMO_EDIT, "--spec", cache_specs[layout], *SHORT, region=demo_mask, min_db=floor)
 
 
@@ -64,7 +66,7 @@ def test_windows_and_crops(rehearsal, demo_mask, dtype):
     flags = ["--window-frames", 9, "--window-overlap", 5, "--crop-min-size", 96, "--max-area", 96 * 96]
     half = rehearsal.edit(dtype, *DEMO_EDIT, *flags, *SHORT)
     assert len(half.stats["windows"]) >= 2
-    floor = 35.0 if dtype == "bfloat16" else 40.0
+    floor = 45.0 if dtype == "bfloat16" else 55.0
     rehearsal.check(dtype, *DEMO_EDIT, *flags, *SHORT, region=demo_mask, min_db=floor)
 
 
@@ -83,7 +85,7 @@ def test_two_experts(rehearsal, demo_mask, two_expert_dir, dtype):
     flags = ["--model", two_expert_dir, "--preset", "fast", *SHORT]
     half = rehearsal.edit(dtype, *DEMO_EDIT, *flags)
     assert {s["expert"] for s in half.stats["steps"]} == {"transformer", "transformer_2"}
-    floor = 35.0 if dtype == "bfloat16" else 40.0
+    floor = 45.0 if dtype == "bfloat16" else 55.0
     rehearsal.check(dtype, *DEMO_EDIT, *flags, region=demo_mask, min_db=floor)
 
 
@@ -96,5 +98,5 @@ def test_tiny_random_model(rehearsal, small_clip, tiny_model_dir, dtype):
             "--preset", "balanced", "--guidance-scale", 5, *SHORT]  # fmt: skip
     region = read_mask_image(small_clip["mask"], (64, 64))
     assert np.any(region)
-    floor = 30.0 if dtype == "bfloat16" else 35.0
+    floor = 45.0 if dtype == "bfloat16" else 55.0
     rehearsal.check(dtype, *args, region=region, min_db=floor)
