@@ -88,6 +88,7 @@ def test_each_frame_is_decoded_once_and_one_window_of_frames_is_held(big_frames,
     assert peak["bytes"] < 25 * frame_bytes, peak["bytes"] / frame_bytes
 
 
+@pytest.mark.slow
 def test_the_streamed_edit_keeps_the_source_outside_the_mask(big_frames, tiny_model_dir, tmp_path):
     out = tmp_path / "o.mp4"
     assert edit(big_frames, tiny_model_dir, out).exit_code == 0
@@ -98,6 +99,7 @@ def test_the_streamed_edit_keeps_the_source_outside_the_mask(big_frames, tiny_mo
     assert np.array_equal(edited[:, outside], big_frames["frames"][:, outside])
 
 
+@pytest.mark.slow
 def test_resume_after_window_2_decodes_from_window_3_and_equals_a_whole_run(big_frames, tiny_model_dir, tmp_path,
                                                                              monkeypatch):  # fmt: skip
     whole = tmp_path / "whole.mp4"
@@ -145,6 +147,7 @@ def _box_edit(video, model, out):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_a_damaged_file_says_which_frames_and_stays_in_sync(tiny_model_dir, tmp_path):
     source = _with_audio(tmp_path, "src.mp4", ["-c:v", "libx264", "-g", "12"], 61, 61 / 24)
     data = bytearray(source.read_bytes())
@@ -163,6 +166,7 @@ def test_a_damaged_file_says_which_frames_and_stays_in_sync(tiny_model_dir, tmp_
     assert video_s == pytest.approx(61 / 24) and abs(audio_s - video_s) < 1 / 24
 
 
+@pytest.mark.slow
 def test_a_variable_rate_file_keeps_its_duration_and_audio(tiny_model_dir, tmp_path):
     # 25 frames lasting 1/24 and 1/12 s in turn: 1.54 s at an average of 16 fps
     vfr = ["-vf", "setpts='(floor(N/2)*3+mod(N,2))/24/TB'", "-fps_mode", "passthrough", "-c:v", "libx264"]

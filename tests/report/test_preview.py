@@ -76,6 +76,7 @@ def test_contact_sheet_rows_and_frames():
     assert (sheet[20 + h + 20 : 2 * (20 + h)] == (0, 255, 255)).all(axis=-1).any()  # the outline row
 
 
+@pytest.mark.slow
 def test_preview_of_the_first_window_is_the_full_run_up_to_the_next_window(clip13, tiny_model_dir, tmp_path):
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
     from hetcache_cli.pipeline.model import PipelinePool
