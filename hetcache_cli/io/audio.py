@@ -115,15 +115,7 @@ def write_video_with_audio(
         silent = muxed.with_name(f"{muxed.stem}.video{muxed.suffix}")
         try:
             write_video(silent, frames, rate, **encode)
-            try:
-                _mux(silent, source, muxed, plan, plan.reencode)
-            except HetcacheError as err:
-                if len(plan.reencode) == len(plan.streams):
-                    raise
-                logger.warning("%s; re-encoding the audio to AAC instead", err)
-                plan.messages.append(f"copying the audio failed ({err}); re-encoded to AAC")
-                plan.reencode = [s.index for s in plan.streams]
-                _mux(silent, source, muxed, plan, plan.reencode)
+            _mux_or_reencode(silent, source, muxed, plan)
         finally:
             silent.unlink(missing_ok=True)
     return path
@@ -145,18 +137,23 @@ def join_video(path: Path, segments: list[Path], source: Path, plan: AudioPlan) 
                        "-map", "0:v:0", "-c", "copy", *_faststart(joined), str(joined)]  # fmt: skip
                 _run(cmd, f"ffmpeg could not join the video of {path}")
                 return path
-            try:
-                _mux(video, source, joined, plan, plan.reencode)
-            except HetcacheError as err:
-                if len(plan.reencode) == len(plan.streams):
-                    raise
-                logger.warning("%s; re-encoding the audio to AAC instead", err)
-                plan.messages.append(f"copying the audio failed ({err}); re-encoded to AAC")
-                plan.reencode = [s.index for s in plan.streams]
-                _mux(video, source, joined, plan, plan.reencode)
+            _mux_or_reencode(video, source, joined, plan)
         finally:
             listing.unlink(missing_ok=True)
     return path
+
+
+def _mux_or_reencode(video, source: Path, out: Path, plan: AudioPlan) -> None:
+    """Mux the audio as `plan` says; when copying a stream fails, every stream is re-encoded to AAC instead."""
+    try:
+        _mux(video, source, out, plan, plan.reencode)
+    except HetcacheError as err:
+        if len(plan.reencode) == len(plan.streams):
+            raise
+        logger.warning("%s; re-encoding the audio to AAC instead", err)
+        plan.messages.append(f"copying the audio failed ({err}); re-encoded to AAC")
+        plan.reencode = [s.index for s in plan.streams]
+        _mux(video, source, out, plan, plan.reencode)
 
 
 def _faststart(out: Path) -> list[str]:
