@@ -129,7 +129,8 @@ def result_summary(result) -> dict:
 
 
 def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
-    from hetcache_cli.pipeline.edit import plan_edit, prepare_edit
+    from hetcache_cli.pipeline.dry_run import plan_edit
+    from hetcache_cli.pipeline.edit import prepare_edit
 
     prep = prepare_edit(spec, overwrite=overwrite)
     quiet_libraries()
@@ -168,6 +169,13 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
         "audio     " + (", ".join(f"{a['codec']} ({a['action']})" for a in streams) if streams else
                         f"dropped ({plan['audio']['dropped']} stream(s))" if plan["audio"]["dropped"] else "none")
     )  # fmt: skip
+    st = plan["stages"]
+    lines.append(
+        f"stages    read {plan['frames']} frames once; text encoded once; per window: one VAE encode (inactive and "
+        f"reactive batched), {spec.steps} steps, VAE decode of {st['vae_decode_fraction']:.0%} of the crop "
+        f"({st['vae_decode']}), composite, one segment written; then the segments joined"
+        + (" and the audio muxed" if streams else "")
+    )
     lines += [
         f"FLOPs     {plan['flops'] / 1e12:.3g} TF = {plan['flops_ratio']:.0%} of uncached "
         f"({plan['flops_full'] / 1e12:.3g} TF)",
@@ -221,6 +229,7 @@ def edit(
     schedule: opt.Schedule = None,
     stats: opt.Stats = None,
     paste_back: opt.PasteBack = None,
+    vae_decode: opt.VaeDecode = None,
     mask_threshold: opt.MaskThreshold = None,
     mask_invert: opt.MaskInvert = None,
     mask_dilation: opt.MaskDilation = None,
@@ -244,7 +253,7 @@ def edit(
         guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height, max_area=max_area, crop=crop,
         crop_context=crop_context, crop_min_size=crop_min_size, mask_fill=mask_fill, audio=audio,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
-        negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, mask_threshold=mask_threshold,
+        negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, vae_decode=vae_decode, mask_threshold=mask_threshold,
         mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
         cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )

@@ -97,6 +97,14 @@ MaskFill = Annotated[
         "(mid grey, as VACE trains inpainting; remove, replace) [default: source].",
     ),
 ]
+VaeDecode = Annotated[
+    Optional[str],
+    typer.Option(
+        "--vae-decode",
+        help="region (decode only the latent box around the mask and its paste band; faster on large crops) or "
+        "full (the whole crop) [default: region].",
+    ),
+]
 Audio = Annotated[
     Optional[bool],
     typer.Option("--audio/--no-audio", help="Copy the video's audio streams into the output [default: on]."),

@@ -33,21 +33,24 @@ from hetcache_cli.cache.model_check import check_cache_settings
 from hetcache_cli.errors import Interrupted
 from hetcache_cli.io.atomic import atomic_write_text
 from hetcache_cli.io.audio import join_video
-from hetcache_cli.io.crop import Crop, crop_mask
 from hetcache_cli.io.frames import FrameStream, describe_filled
 from hetcache_cli.io.stitch import patched_frame
 from hetcache_cli.io.video import write_video
 from hetcache_cli.io.workdir import WorkDir
 from hetcache_cli.pipeline.plan import SIZE_MULTIPLE, EditPlan, build_plan
-from hetcache_cli.pipeline.window_run import at_origin, final_frames, load_patch, run_window, summarise_windows
-from hetcache_cli.pipeline.windows import Window, owned_frames, window_mask
+from hetcache_cli.pipeline.stages import PromptEmbeds, StageClock, stage_table
+from hetcache_cli.pipeline.vae import batched_encode, restore_encode, tile_convolutions, untile_convolutions
+from hetcache_cli.pipeline.window_run import (
+    WindowPasses, final_frames, load_patch, run_window, summarise_windows,
+)  # fmt: skip
+from hetcache_cli.pipeline.windows import Window, owned_frames
 from hetcache_cli.spec.paths import default_output, default_stats, resolve_outputs  # noqa: F401 (re-exported)
 from hetcache_cli.spec.schema import EditSpec
 
 logger = logging.getLogger(__name__)
 
 STATS_VERSION = 3  # = cache.summary.SCHEMA_VERSION (no torch import here)
-__all__ = ["SIZE_MULTIPLE", "EditPlan", "EditResult", "plan_edit", "prepare_edit", "resolve_outputs", "run_edit"]
+__all__ = ["SIZE_MULTIPLE", "EditPlan", "EditResult", "prepare_edit", "resolve_outputs", "run_edit"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -171,14 +174,21 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     stream = None
+    clock = StageClock(device)
+    prompts = PromptEmbeds(pipe, spec.prompt, spec.negative_prompt, spec.guidance_scale, clock)
+    passes = WindowPasses(prompts, clock, region_decode=spec.vae_decode == "region" and not keep_frames)
     apply_hetcache(pipe, prep.cache, stats=stats)
+    batched_encode(pipe, clock)
+    if device.type == "cpu":
+        tile_convolutions(pipe.vae)
     try:
         if first < len(windows):
             stream = FrameStream(spec.video, prep.media, prep.plan.frames, start=windows[first].start)
             source = SourceWindow(stream, max(w.frames for w in windows))
         for window in windows[first:]:
-            src = source.advance(window)
-            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src)
+            with clock.stage("read"):
+                src = source.advance(window)
+            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src, passes)
             doc["window"]["filled"] = [t for t in stream.filled if window.start <= t < window.stop]
             if store is None:
                 edited = (patched_frame(src[k], final, window.start + k) for k in range(window.frames))
@@ -189,7 +199,10 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
                 if keep_frames:
                     frames = _kept(frames, kept)
                     raws.extend(patched_frame(src[k], raw, window.start + k) for k in range(owned))
-                write_video(store.segment(window.index), frames, prep.rate, joinable=True, **encode)
+                with clock.stage("write"):
+                    write_video(store.segment(window.index), frames, prep.rate, joinable=True, **encode)
+                for name, seconds in clock.take().items():
+                    doc["window"]["stages"][name] = doc["window"]["stages"].get(name, 0.0) + seconds
                 store.save(window.index, final.frames, doc)
                 _window_finished(window)
             window_docs.append(doc["window"])
@@ -198,6 +211,8 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
             if progress is not None:
                 progress((window.index + 1) * spec.steps, total_steps)
     finally:
+        restore_encode(pipe)
+        untile_convolutions(pipe.vae)
         remove_hetcache(pipe)
         if stream is not None:
             stream.close()
@@ -223,10 +238,16 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
         "steps": records,
         "summary": summary,
     }
+    summary["stages"] = stage_table(window_docs, edit_s=wall_s)
+    summary["text_encodes"] = prompts.encodes
     if store is None:
         source, edited = (np.stack(x) for x in zip(*preview))
         return EditResult(prep.output, prep.stats_path, doc, edited, source=source)
+    join_begin = time.perf_counter()
     join_video(prep.output, [store.segment(w.index) for w in windows], Path(spec.video), prep.audio)
+    done = time.perf_counter()
+    summary["stages"] = stage_table(window_docs, edit_s=done - start, join_s=done - join_begin)
+    summary["text_encodes"] = prompts.encodes
     doc["settings"]["audio"] = prep.audio.to_dict()  # after the mux: a failed copy falls back to AAC
     try:
         atomic_write_text(prep.stats_path, json.dumps(doc, indent=2) + "\n")
@@ -245,91 +266,6 @@ def _kept(frames, into: list):
     for frame in frames:
         into.append(frame)
         yield frame
-
-
-def plan_edit(prep: EditPlan, pipe) -> dict:
-    """What `run_edit` would do, without running it: windows, schedule, token counts, FLOPs, cache memory."""
-    from hetcache_cli.cache.summary import RunSummary
-    from hetcache_cli.pipeline.model import guidance_kwargs
-
-    guidance_kwargs(pipe, prep.spec.guidance_scale_2, prep.spec.model)
-    plans, per_window = [], []
-    runs: dict[tuple, object] = {}  # a plan depends only on the window's model mask: a long clip repeats them
-    for window, crop in zip(prep.windows, prep.crops):
-        mask = model_mask(prep, window, crop)
-        key = (mask.shape, np.packbits(mask).tobytes())
-        if key not in runs:
-            runs[key] = window_plan(prep, pipe, mask)
-        plans.append(runs[key])
-        per_window.append({**window.to_dict(), **runs[key].to_dict(), "crop": crop.to_dict()})
-    total = RunSummary.combine(RunSummary.from_plan(p) for p in plans)
-    largest = max(plans, key=lambda p: p.peak_expert.memory["total"])
-    first = per_window[0]
-    return {
-        **{k: v for k, v in total.to_dict().items() if k in _PLANNED},
-        "tokens": first["tokens"],
-        "cache_memory": dict(largest.peak_expert.memory),
-        "cache_memory_fits": all(p.fits for p in plans),
-        "experts": first["experts"],
-        "notes": first["notes"],
-        "windows": per_window,
-        "output": str(prep.output),
-        "frames": prep.plan.frames,
-        "height": prep.plan.src_height,
-        "width": prep.plan.src_width,
-        "fps": prep.rate_text,
-        "crop": prep.spec.crop,
-        "audio": prep.audio.to_dict(),
-        "branches": plans[0].branches,
-        "offload": prep.spec.offload,
-        "cache": prep.cache.to_dict(),
-        "alignment": list(prep.messages),
-        "memory": gpu_estimate(prep, pipe, plans[0].branches),
-    }
-
-
-_PLANNED = ("schema_version", "schedule", "decisions", "flops", "flops_full", "flops_ratio", "cache_memory_bytes",
-            "text_kv_memory_bytes")  # what a plan knows of a run's summary (no times, no measured memory)
-
-
-def model_mask(prep: EditPlan, window: Window, crop: Crop) -> np.ndarray:
-    """bool [model frames, H, W]: the window's mask at the model's size, as its pipeline call gets it."""
-    box = (crop.x0, crop.y0, crop.x1, crop.y1)
-    return window_mask(crop_mask(prep.mask.region(window.start, window.stop, box), at_origin(crop)), window)
-
-
-def window_plan(prep: EditPlan, pipe, mask: np.ndarray):
-    """The cache plan of one window's pipeline call (cache/planning.py), as the hook will make it."""
-    import torch
-
-    from hetcache_cli.cache.plan import guidance_branches
-    from hetcache_cli.cache.planning import plan_model
-    from hetcache_cli.pipeline.model import execution_device
-
-    device = execution_device(pipe)
-    pipe.scheduler.set_timesteps(prep.spec.steps, device=device)
-    spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
-    return plan_model(
-        pipe, prep.cache, pipe.scheduler.timesteps, torch.from_numpy(mask),
-        branches=guidance_branches(prep.spec.guidance_scale), spatial=spatial,
-        temporal=pipe.vae_scale_factor_temporal, device=device,
-    )  # fmt: skip
-
-
-def gpu_estimate(prep: EditPlan, pipe, branches: int) -> dict:
-    """The whole edit's GPU / host memory estimate (pipeline/memory.py) for the dry run."""
-    from hetcache_cli.pipeline.memory import estimate, pipeline_sizes
-
-    cache = prep.cache
-    # the largest working size of any window (a crop, or the whole frame at the model's size)
-    sizes = [(c.height, c.width) for c in prep.crops] or [(prep.plan.height, prep.plan.width)]
-    height, width = max(sizes, key=lambda s: s[0] * s[1])
-    return estimate(
-        pipeline_sizes(pipe, prep.spec.model or "embedded"), max(w.model_frames for w in prep.windows),
-        height, width,
-        cache.cache_dtype, "cpu" if cache.cache_device == "cpu" else "cuda", prep.spec.offload, branches,
-        pipe.transformer.dtype, cache.method, cache.forecast,
-    )  # fmt: skip
 
 
 def _settings(prep: EditPlan, messages: list[str]) -> dict:

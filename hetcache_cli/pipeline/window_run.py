@@ -10,6 +10,7 @@ cross-fades it with the previous window; what differs from the source is kept as
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,11 +18,26 @@ from hetcache_cli.io.crop import Crop, crop_mask, resize_frames, uncrop
 from hetcache_cli.io.paste import paste_back
 from hetcache_cli.io.stitch import Patch, box_union, changed_patch, output_region, patched_frame
 from hetcache_cli.io.workdir import WorkDir
+from hetcache_cli.pipeline.stages import PromptEmbeds, StageClock
+from hetcache_cli.pipeline.vae import DecodeBox, decode_box
 from hetcache_cli.pipeline.windows import (
     Window, crossfade, crossfade_weights, match_color, pad_frames, window_mask,
 )  # fmt: skip
 
-__all__ = ["at_origin", "final_frames", "load_patch", "model_inputs", "run_window", "summarise_windows"]
+__all__ = [
+    "WindowPasses", "at_origin", "decode_plan", "final_frames", "load_patch", "model_inputs", "run_window", "summarise_windows",
+]  # fmt: skip
+
+@dataclass(frozen=True)
+class WindowPasses:
+    """What every window of an edit shares: the prompt's embeddings (encoded once), the stage clock,
+    and whether the VAE decodes only the region paste-back uses (False: the whole crop, as for a
+    benchmark that compares the model's raw output)."""
+
+    prompts: PromptEmbeds
+    clock: StageClock
+    region_decode: bool = True
+
 
 GRAY = 0.5  # VACE's fill for pixels to generate: 127.5 / 255, 0 after the pipeline's [-1, 1] normalisation
 
@@ -58,21 +74,27 @@ def at_origin(crop: Crop) -> Crop:
     return Crop(0, 0, crop.src_width, crop.src_height, crop.width, crop.height)
 
 
-def run_window(prep, pipe, stats, window: Window, previous, progress, total_steps: int, src: np.ndarray):
+def run_window(prep, pipe, stats, window: Window, previous, progress, total_steps: int, src: np.ndarray,
+               passes: WindowPasses):  # fmt: skip
     """One window through the pipeline: (output Patch, raw Patch, {"window", "steps"} records).
 
     The output patch holds every pixel of the window's frames that differs from the source; the raw
-    one the model's output scaled back into the crop (before colour match and paste-back). `stats`
-    is the StepStats attached with the cache; the hook resets it at the start of each call.
+    one the model's output scaled back into the crop (before colour match and paste-back; with a
+    region decode, the model's input outside the decoded box). `stats` is the StepStats attached with
+    the cache; the hook resets it at the start of each call. `passes` gives the prompt's embeddings,
+    the stage clock and whether to decode only the pasted region.
     """
     import torch
 
-    from hetcache_cli.pipeline.model import execution_device, guidance_kwargs
+    from hetcache_cli.pipeline.model import guidance_kwargs
+    from hetcache_cli.pipeline.vae import decode_latents
 
     spec = prep.spec
     crop: Crop = prep.crops[window.index]
-    device = execution_device(pipe)
-    video, mask = model_inputs(prep, window, crop, previous, src)
+    clock = passes.clock
+    prompt_kwargs = passes.prompts.kwargs()
+    with clock.stage("composite"):
+        video, mask = model_inputs(prep, window, crop, previous, src)
     mask_rgb = np.repeat(mask[..., None].astype(np.float32), 3, axis=-1)  # [n, h, w, 3], 1 = generate
     base = window.index * spec.steps
 
@@ -82,10 +104,10 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
         return kwargs
 
     seed = spec.seed + window.index
+    encoded = clock.seconds.get("vae_encode", 0.0)
     begin = time.perf_counter()
-    out = pipe(
-        prompt=spec.prompt,
-        negative_prompt=spec.negative_prompt,
+    latents = pipe(
+        **prompt_kwargs,
         video=video[None],  # [1, F, H, W, 3] in [0, 1]: the pipeline reads the size from video[0]
         mask=mask_rgb[None],
         height=crop.height,
@@ -94,21 +116,63 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
         num_inference_steps=spec.steps,
         guidance_scale=spec.guidance_scale,
         generator=torch.Generator().manual_seed(seed),
-        output_type="np",
+        output_type="latent",
         callback_on_step_end=on_step,
         **guidance_kwargs(pipe, spec.guidance_scale_2, spec.model),
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall_s = time.perf_counter() - begin
-    raw = (np.clip(out.frames[0][: window.frames], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [n, h, w, 3]
-    del out, video
+    ).frames
+    clock.sync()
+    denoise_s = time.perf_counter() - begin
+    clock.add("denoise", denoise_s - (clock.seconds.get("vae_encode", 0.0) - encoded))
 
     box = _box(crop)
-    raw = uncrop(raw, crop)  # [n, crop rows, crop cols, 3] at the source resolution
-    raw_patch = Patch(window.start, box, raw)
-    source = src[:, crop.y0 : crop.y1, crop.x0 : crop.x1]
     region = prep.mask.region(window.start, window.stop, box)
+    with clock.stage("vae_decode"):
+        scale = pipe.vae_scale_factor_spatial
+        dbox = decode_plan(prep, window, crop, scale) if passes.region_decode else None
+        if dbox is None or dbox.whole:
+            dbox = decode_box(None, tuple(latents.shape[-2:]), scale)
+        decoded = decode_latents(pipe, latents, dbox, video)
+    wall_s = time.perf_counter() - begin
+    with clock.stage("composite"):
+        raw = (np.clip(decoded[: window.frames], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [n, h, w, 3]
+        del latents, decoded, video
+        raw = uncrop(raw, crop)  # [n, crop rows, crop cols, 3] at the source resolution
+        raw_patch = Patch(window.start, box, raw)
+        result, color = _composite(prep, window, crop, previous, src, raw, region)
+    steps = [{**record, "window": window.index} for record in stats.to_list()]
+    record = {
+        **window.to_dict(), "seed": seed, **stats.run_summary().to_dict(), "wall_s": wall_s,
+        "color_match": color, "crop": crop.to_dict(), "patch": result.to_dict(), "decode": dbox.to_dict(),
+        "stages": clock.take(),
+    }  # fmt: skip
+    return result, raw_patch, {"window": record, "steps": steps}
+
+
+def decode_plan(prep, window: Window, crop: Crop, scale: int = 8) -> DecodeBox:
+    """The latent box a window's VAE decode covers: with paste-back and `vae_decode: region`, the box of
+    what paste-back takes from the model (the window's mask box grown by the paste dilation and feather,
+    at the working size, one pixel wider for the resize) with the decoder's margin; else the whole crop."""
+    spec = prep.spec
+    latent_hw = (crop.height // scale, crop.width // scale)
+    mask_box = prep.mask.box(window.start, window.stop)
+    if spec.vae_decode != "region" or not spec.paste_back or mask_box is None:
+        return decode_box(None, latent_hw, scale)
+    reach = spec.paste_dilation + spec.paste_feather
+    x0, y0 = max(mask_box[0] - reach, crop.x0) - crop.x0, max(mask_box[1] - reach, crop.y0) - crop.y0
+    x1, y1 = min(mask_box[2] + reach, crop.x1) - crop.x0, min(mask_box[3] + reach, crop.y1) - crop.y0
+    if x1 <= x0 or y1 <= y0:
+        return decode_box(None, latent_hw, scale)
+    sx, sy = crop.width / crop.src_width, crop.height / crop.src_height
+    px = (int(x0 * sx) - 1, int(y0 * sy) - 1, int(np.ceil(x1 * sx)) + 1, int(np.ceil(y1 * sy)) + 1)
+    return decode_box(px, latent_hw, scale)
+
+
+def _composite(prep, window: Window, crop: Crop, previous, src: np.ndarray, raw: np.ndarray, region: np.ndarray):
+    """The window's output patch: colour match, paste-back into the source, cross-fade with the previous
+    window. Returns (Patch, colour correction or None)."""
+    spec = prep.spec
+    box = _box(crop)
+    source = src[:, crop.y0 : crop.y1, crop.x0 : crop.x1]
     patch = previous[1] if previous is not None else None
     color = None
     if window.shared and spec.window_color_match:
@@ -125,15 +189,7 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
         earlier = output_region(src, patch, window.start, window.start + window.shared, union, window.start)
         out_frames[: window.shared] = crossfade(earlier, out_frames[: window.shared], crossfade_weights(window))
     source_union = src[:, union[1] : union[3], union[0] : union[2]]
-    result = changed_patch(window.start, union, out_frames, source_union)
-    del out_frames, final, raw
-
-    steps = [{**record, "window": window.index} for record in stats.to_list()]
-    record = {
-        **window.to_dict(), "seed": seed, **stats.run_summary().to_dict(), "wall_s": wall_s,
-        "color_match": color, "crop": crop.to_dict(), "patch": result.to_dict(),
-    }  # fmt: skip
-    return result, raw_patch, {"window": record, "steps": steps}
+    return changed_patch(window.start, union, out_frames, source_union), color
 
 
 def load_patch(store: WorkDir, index: int) -> tuple[Patch, dict]:

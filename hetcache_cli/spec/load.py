@@ -23,6 +23,7 @@ from hetcache_cli.spec.schema import (
     OFFLOADS,
     PATH_FIELDS,
     REQUIRED,
+    VAE_DECODES,
     EditSpec,
     spec_fields,
 )
@@ -186,6 +187,8 @@ def _check_ranges(spec: EditSpec, where: str) -> None:
         fail(f"crop_min_size is {spec.crop_min_size}; use at least 32 pixels (e.g. 384)")
     if spec.mask_fill not in MASK_FILLS:
         fail(f"mask_fill {spec.mask_fill!r} is not valid; use source (edit what is there) or gray (remove, replace)")
+    if spec.vae_decode not in VAE_DECODES:
+        fail(f"vae_decode {spec.vae_decode!r} is not valid; use region (what paste-back uses) or full (the whole crop)")
     if spec.device not in DEVICES and not spec.device.startswith("cuda:"):
         fail(f"device {spec.device!r} is not valid; use one of {', '.join(DEVICES)} or cuda:N")
     if spec.dtype not in DTYPES:

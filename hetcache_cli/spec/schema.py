@@ -20,6 +20,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 OFFLOADS = ("none", "model", "group", "leaf")
 CROP_MODES = ("auto", "full")
 MASK_FILLS = ("source", "gray")
+VAE_DECODES = ("region", "full")
 
 
 @dataclass
@@ -81,6 +82,10 @@ class EditSpec:
             without it the whole crop (or frame, with `crop: full`) is the model's output.
         paste_dilation (`int`, defaults to `4`): Source pixels the paste-back region extends past the mask.
         paste_feather (`int`, defaults to `4`): Width in source pixels of the soft paste-back edge.
+        vae_decode (`str`, defaults to `"region"`): `region` decodes only the latent box around what paste-back
+            uses (the mask and its band, plus 64 pixels for the decoder's reach; the whole crop when that box
+            is most of it), `full` the whole crop. Region and full differ by at most a few levels in the
+            band's pixels (docs/benchmarks.md); without paste-back the whole crop is always decoded.
         crf (`int`, defaults to `18`): x264 quality of the output video (H.264, yuv420p): 0 = lossless RGB
             (decoded pixels equal the edit's, bit for bit; few players), 18 = visually lossless, larger =
             smaller files.
@@ -124,6 +129,7 @@ class EditSpec:
     paste_back: bool = True
     paste_dilation: int = 4
     paste_feather: int = 4
+    vae_decode: str = "region"
     crf: int = 18
     device: str = "auto"
     dtype: str = "auto"

@@ -72,13 +72,15 @@ def test_every_frame_is_kept_and_stats_list_windows(clip30, tiny_model_dir, tmp_
 
 
 def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_dir):
-    """A clip that fits one window runs exactly as before windows existed: one call of the pipeline."""
+    """A clip that fits one window runs exactly as before windows existed: one call of the pipeline (with the
+    edit's one batched VAE encode, which tests/pipeline/test_vae_passes.py compares with diffusers' two)."""
     import PIL.Image
     import torch
 
     from hetcache_cli.io.paste import paste_back
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
     from hetcache_cli.pipeline.model import PipelinePool
+    from hetcache_cli.pipeline.vae import batched_encode, restore_encode
     from hetcache_cli.spec.load import build_spec
 
     out = small_clip["root"] / "direct.mp4"
@@ -93,11 +95,13 @@ def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_di
 
     mask, frames = prep.mask.dense(), read_video(small_clip["video"]).frames
     mask_rgb = np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
+    batched_encode(pipe)
     direct = pipe(
         prompt="a red ball", negative_prompt="", video=[PIL.Image.fromarray(f) for f in frames],
         mask=[PIL.Image.fromarray(m) for m in mask_rgb], height=64, width=64, num_frames=9, num_inference_steps=3,
         guidance_scale=spec.guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np",
     ).frames[0]  # fmt: skip
+    restore_encode(pipe)
     raw = (np.clip(direct, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     assert np.array_equal(result.raw, raw)
     assert np.array_equal(result.frames, paste_back(raw, frames, mask, 4, 4))
