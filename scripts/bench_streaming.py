@@ -47,16 +47,18 @@ def make_clip(root: Path, name: str, seconds: int) -> tuple[Path, Path]:
     return video, mask
 
 
-def run(cmd: list[str]) -> tuple[float, int, int, str]:
-    """(wall seconds, peak RSS bytes, exit code, stderr tail) of one child process."""
+def run(cmd: list[str], threads: int | None = None) -> tuple[float, float, int, int, str]:
+    """(wall seconds, CPU seconds, peak RSS bytes, exit code, stderr tail) of one child process. CPU seconds
+    are user + system of the child and the processes it waited for (its ffmpeg decoder and encoders)."""
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}))
     with tempfile.TemporaryFile() as log:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage, not every child's so far
         wall = time.perf_counter() - start
         log.seek(0)
         tail = log.read().decode(errors="replace")[-400:]
-    return wall, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), tail
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), tail
 
 
 def main() -> None:
@@ -68,6 +70,9 @@ def main() -> None:
     parser.add_argument("--window-overlap", type=int, default=8)
     parser.add_argument("--model", default=None)
     parser.add_argument("--dry-run-only", action="store_true", help="measure the plan only (no edit)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of each edit (OMP_NUM_THREADS); 1 makes CPU seconds per frame comparable "
+                             "on a machine shared with other work")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -80,19 +85,25 @@ def main() -> None:
                str(args.window_frames), "--window-overlap", str(args.window_overlap), "-o", str(out), "--overwrite",
                "--quiet", *(["--model", args.model] if args.model else [])]  # fmt: skip
         row = {"clip": video.name, "frames": 30 * int(seconds)}
-        row["dry_run_s"], row["dry_run_rss"], code, err = run([*cmd, "--dry-run"])
+        row["dry_run_s"], row["dry_run_cpu_s"], row["dry_run_rss"], code, err = run([*cmd, "--dry-run"], args.threads)
         if code:
             print(f"{video.name}: --dry-run failed: {err}", file=sys.stderr)
-        row["edit_s"], row["edit_rss"], code, err = (0.0, 0, 0, "") if args.dry_run_only else run(cmd)
+        measured = (0.0, 0.0, 0, 0, "") if args.dry_run_only else run(cmd, args.threads)
+        row["edit_s"], row["edit_cpu_s"], row["edit_rss"], code, err = measured
         row["ok"] = code == 0
         if code:
             print(f"{video.name}: edit failed: {err}", file=sys.stderr)
         row["s_per_frame"] = row["edit_s"] / row["frames"]
+        row["cpu_s_per_frame"] = row["edit_cpu_s"] / row["frames"]
+        stats = out.with_suffix(".stats.json")
+        if row["ok"] and stats.exists():
+            row["stages"] = json.loads(stats.read_text())["summary"].get("stages")
         rows.append(row)
         print(
             f"{row['clip']:<16} {row['frames']:>5} frames  dry run {row['dry_run_s']:6.1f} s "
             f"{row['dry_run_rss'] / 2**30:5.2f} GiB  edit {row['edit_s']:7.1f} s "
-            f"{row['s_per_frame'] * 1e3:6.1f} ms/frame {row['edit_rss'] / 2**30:5.2f} GiB" + ("" if row["ok"] else "  FAILED"),
+            f"{row['s_per_frame'] * 1e3:6.1f} ms/frame ({row['cpu_s_per_frame'] * 1e3:6.1f} CPU ms/frame) "
+            f"{row['edit_rss'] / 2**30:5.2f} GiB" + ("" if row["ok"] else "  FAILED"),
             flush=True,
         )
         (args.out / "bench_streaming.json").write_text(json.dumps(rows, indent=2) + "\n")

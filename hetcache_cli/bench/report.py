@@ -14,7 +14,7 @@ COLUMNS = (
     ("status", "status"),
     ("schedule", "schedule"),
     ("wall s", "wall_s"),
-    ("speedup", "speedup"),
+    ("edit speedup", "speedup"),
     ("DiT speedup", "transformer_speedup"),
     ("FLOPs cut", "flops_cut"),
     ("analytic cut", "analytic_cut"),
@@ -54,6 +54,25 @@ def cell(row: dict, key) -> str:
     return _fmt(key, row.get(key))
 
 
+STAGE_COLUMNS = (("read", "read"), ("text", "text_encode"), ("VAE enc", "vae_encode"), ("denoise", "denoise"),
+                 ("of it DiT", "transformer"), ("VAE dec", "vae_decode"), ("composite", "composite"),
+                 ("write", "write"))  # fmt: skip
+
+
+def stage_lines(rows: list[dict]) -> list[str]:
+    """Where each method's edit spent its time (seconds of the counted run, the statistics' stage split)."""
+    rows = [row for row in rows if row.get("stages")]
+    if not rows:
+        return []
+    out = ["", "", "Where the time goes (seconds of the counted run; the bench decodes the whole crop to compare "
+           "outputs before paste-back, an edit decodes only the pasted region):", "",
+           "| method | " + " | ".join(name for name, _ in STAGE_COLUMNS) + " |", "|---|" + "---|" * len(STAGE_COLUMNS)]
+    for row in rows:
+        out.append(f"| {row['method']} | " + " | ".join(f"{row['stages'].get(k, 0.0):.2f}" for _, k in STAGE_COLUMNS)
+                   + " |")  # fmt: skip
+    return out
+
+
 def markdown(report: dict) -> str:
     timed = all(row.get("timed", True) for row in report["methods"])
     runs = f"median of {report['repeat']} timed run(s)" if timed else "times of the instrumented run (not timed)"
@@ -63,7 +82,8 @@ def markdown(report: dict) -> str:
         f"{report['device']} ({report['dtype']}), {runs}. Speedups and quality are against the uncached run "
         "(`none`) of the same process. FLOPs cut = uncached / method FLOPs, both counted from what ran (every "
         "linear layer, patch embedding and attention call of the transformer); analytic cut is HetCache's own "
-        "count. DiT speedup counts the transformer only; efficiency = DiT speedup / FLOPs cut. Schedule: ours as "
+        "count. Edit speedup is the whole edit's (frames read, text and VAE passes, denoising, compositing, frames "
+        "written); DiT speedup counts the transformer only; efficiency = DiT speedup / FLOPs cut. Schedule: ours as "
         "planned; a peer's from its measured FLOPs per step (F >= 95% of uncached, R <= 5%, P between). Quality "
         "compares model outputs before paste-back (PSNR dB, capped at 100 = identical; SSIM), inside the mask, "
         "in the margin band and in the background.\n\n"
@@ -71,6 +91,7 @@ def markdown(report: dict) -> str:
     lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in report["methods"]:
         lines.append("| " + " | ".join(cell(row, key) for _, key in COLUMNS) + " |")
+    lines += stage_lines(report["methods"])
     notes = [f"- `{row['method']}` ({row['status']}): {row['note']}" for row in report["methods"] if row.get("note")]
     tail = ("\n\nNotes:\n" + "\n".join(notes)) if notes else ""
     return head + "\n".join(lines) + tail + "\n"

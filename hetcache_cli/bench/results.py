@@ -80,6 +80,7 @@ class MethodResult:
             analytic_cut=(s["flops_full"] / s["flops"] if s["flops"] > 0 else None) if ours else None,
             efficiency=(tr_speedup / cut) if (tr_speedup and cut) else None,
             end_to_end_efficiency=(speedup / cut) if cut else None,
+            stages=s.get("stages"),
             peak_memory_bytes=s["peak_memory_bytes"],
             cache_memory_bytes=s["cache_memory_bytes"] if ours else None,
             decisions=s["decisions"] if ours else {d: letters.count(d[0].upper()) for d in ("full", "partial", "reuse")},
