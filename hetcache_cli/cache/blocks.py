@@ -12,7 +12,9 @@ Two modes of `self_attention`:
 - active rows (`idx` [B, M]): Q/K/V of the M rows only; their K/V rows are written into the
   layer's full-length cache in place, and the M queries attend over all N cached keys.
 
-How a slot stores K/V (float, fp8, host memory) is storage.py's business. Cross-attention takes
+Under Ulysses sequence parallelism `idx` is a `ulysses.Sharded` layout instead (x: this rank's rows),
+which runs the self-attention with its all-to-alls. How a slot stores K/V (float, fp8, host memory) is
+storage.py's business. Cross-attention takes
 either the text embedding or the layer's cached text K/V (text_kv.py). Each block is called
 through its internals, so `run_stack` runs the block's diffusers hooks (group offloading,
 layerwise casting) around it, as the block's own forward would (offload.py).
@@ -69,6 +71,8 @@ def self_attention(
     # x [B, L, D] with L = N (all tokens) or M (active rows, idx [B, M])
     if attn.add_k_proj is not None:
         raise ValueError("HetCache supports Wan-VACE text-to-video blocks only (no image K/V projections)")
+    if idx is not None and not isinstance(idx, torch.Tensor):  # a ulysses.Sharded layout: rows of this rank
+        return idx.self_attention(attn, x, rope, kv, probe, use_triton)
     query, key, value = _qkv(attn, x)
     query = attn.norm_q(query)
     key = attn.norm_k(key)

@@ -111,14 +111,23 @@ def _time_embedding(module, inputs: Inputs) -> torch.Tensor:
 
 def head(module, x: torch.Tensor, temb: torch.Tensor, hidden_shape: torch.Size) -> torch.Tensor:
     """Output norm, projection and unpatchify: [B, N, D] -> [B, C, F, H, W]."""
-    batch = hidden_shape[0]
-    p_t, p_h, p_w = module.config.patch_size
-    frames, height, width = hidden_shape[2] // p_t, hidden_shape[3] // p_h, hidden_shape[4] // p_w
+    return unpatchify(module, head_rows(module, x, temb), hidden_shape)
+
+
+def head_rows(module, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    """The head's per-token part, output norm and projection: [B, L, D] -> [B, L, p_t * p_h * p_w * C]."""
     shift, scale = (module.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
     shift = shift.to(x.device)
     scale = scale.to(x.device)
     x = (module.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
-    x = module.proj_out(x)
+    return module.proj_out(x)
+
+
+def unpatchify(module, x: torch.Tensor, hidden_shape: torch.Size) -> torch.Tensor:
+    """[B, N, p_t * p_h * p_w * C] in token order -> [B, C, F, H, W]."""
+    batch = hidden_shape[0]
+    p_t, p_h, p_w = module.config.patch_size
+    frames, height, width = hidden_shape[2] // p_t, hidden_shape[3] // p_h, hidden_shape[4] // p_w
     x = x.reshape(batch, frames, height, width, p_t, p_h, p_w, -1)
     x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)
     return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -38,6 +38,7 @@ from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_cont
 from hetcache_cli.cache.state import BranchState, RunState
 from hetcache_cli.cache.stats import StepStats, TokenCounts
 from hetcache_cli.cache.text_kv import TextKV
+from hetcache_cli.cache.ulysses import rows_per_rank as ulysses_rows
 from hetcache_cli.kernels import build_slot_map
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class HetCacheHook(ModelHook):
         self.expert = expert  # the pipeline component this hook is on
         self._raw_forward = None  # the transformer's own forward (set by offload.attach)
         self._bottom = None
+        self.parallel = None  # a parallel.GuidanceParallel when each rank computes one guidance branch
+        self.ulysses = None  # a ulysses.Ulysses when ranks share the tokens of a branch
 
     def initialize_hook(self, module):
         self._module = weakref.ref(module)
@@ -213,18 +216,28 @@ class HetCacheHook(ModelHook):
         )
         if self.group is not None:
             self.group.activate(self)
-        state: BranchState = self.state_manager.get_state()
         branch = self.state_manager.context.name
+        cfg = self.parallel
+        if cfg is not None and not cfg.owns(branch):  # another rank computes this branch (parallel.py)
+            out_channels = module.config.out_channels or module.config.in_channels
+            output = cfg.foreign(branch, hidden_states, out_channels)
+            return (output,) if not return_dict else Transformer2DModelOutput(sample=output)
+        state: BranchState = self.state_manager.get_state()
         step = self._step_index(state)
         if state.run_id != self.run.run_id:
             state.reset()
             state.run_id = self.run.run_id
         state.forward_count += 1
+        kind = FULL if self.run.plan is None else self._decision(step, state)  # before the forward fills the caches
+        if cfg is not None:
+            cfg.kind = kind  # what the collectives of this forward serve, for the traffic count
 
-        if self.config.method == "none" and self.stats is None:
+        if self.config.method == "none" and self.stats is None and self.ulysses is None:
             output = self._original(inputs, attention_kwargs)
         else:
             output = self._forward(module, inputs, state, step, branch, attention_kwargs)
+        if cfg is not None:
+            output = cfg.computed(branch, output, kind)
         if not return_dict:
             return (output,)
         return Transformer2DModelOutput(sample=output)
@@ -245,13 +258,16 @@ class HetCacheHook(ModelHook):
         self._ensure_plan(module, inputs)
         run = self.run
         plan, classes = run.plan, run.classes
+        for layout in (self.parallel, self.ulysses):
+            if layout is not None:
+                layout.comm.check_plan(run.run_id, plan.schedule, inputs.hidden_states.device)
         n_tokens = classes.n_tokens
         device = inputs.hidden_states.device
         decision = self._decision(step, state)
         timer = self.stats.start(device) if self.stats is not None else None
 
         text_layers = None  # blocks that projected the prompt's K/V in this forward (None: all)
-        if plan.method == "none":
+        if plan.method == "none" and self.ulysses is None:
             output = self._original(inputs, attention_kwargs)
         else:
             n_main, n_vace = len(module.blocks), len(module.vace_blocks)
@@ -259,7 +275,9 @@ class HetCacheHook(ModelHook):
             heads = module.config.num_attention_heads
             shape = (inputs.hidden_states.shape[0], n_tokens, heads * module.config.attention_head_dim)  # [B, N, D]
             layout = plan.expert(self.expert).layout
-            state.ensure(layers, shape, layout, device, heads)
+            u = self.ulysses.u if self.ulysses is not None else 1  # token-sharded rows, head-sharded K/V
+            rows = shape if u == 1 else (shape[0], ulysses_rows(n_tokens, u), shape[2])
+            state.ensure(layers, rows, layout, device, heads // u, kv_shape=(*shape[:2], shape[2] // u))
             if layout.text_kv and state.text is None:
                 state.text = TextKV()
             if state.store is not None:  # the stack's layer order: VACE blocks, then main blocks
@@ -268,6 +286,8 @@ class HetCacheHook(ModelHook):
             output = _lora_scoped(module, self, decision, inputs, state, step, attention_kwargs=attention_kwargs)
             if state.text is not None:
                 text_layers = state.text.computed - before
+            if self.parallel is not None or self.ulysses is not None:
+                (self.ulysses or self.parallel).comm.traffic.observe(branch, state)
 
         if self.stats is not None:
             self._record(module, inputs, timer, step, branch, decision, text_layers)
@@ -323,12 +343,13 @@ class HetCacheHook(ModelHook):
         run, config = self.run, self.config
         rope = run_.rope(run, module, inputs.hidden_states)
         t = self._timestep(step, inputs.timestep) if state.forecast is not None else None
+        fw = self.ulysses or engine  # the same three forwards, sequence-parallel or in one process
         if decision == REUSE:
-            return engine.forward_reuse(module, inputs, state, t)
+            return fw.forward_reuse(module, inputs, state, t)
         if decision == PARTIAL:
             if state.kv_forecast is not None:
                 state.kv_forecast.begin_partial(t)
-            return engine.forward_partial(module, inputs, rope, state, config.use_triton, t)
+            return fw.forward_partial(module, inputs, rope, state, config.use_triton, t)
         if state.kv_forecast is not None:
             state.kv_forecast.begin_full(t)
         hetcache = run.plan.method == "hetcache"
@@ -336,31 +357,41 @@ class HetCacheHook(ModelHook):
         # others take it. Different sets per branch would leave a token fresh in one branch and stale in
         # the other, and guidance (cond - uncond) x scale amplifies exactly that mismatch.
         shared = run.selection if hetcache and run.selection is not None and run.selection[0] == step else None
+        receive = hetcache and shared is None and self.parallel is not None and not self.parallel.chooser
         probe = None
         classes = run.classes
-        batch = inputs.hidden_states.shape[0]
-        if hetcache and shared is None and config.selection == "attention" and run.n_context_pick > 0:
+        batch, device = inputs.hidden_states.shape[0], inputs.hidden_states.device
+        if hetcache and shared is None and not receive and config.selection == "attention" and run.n_context_pick > 0:
             probe = ScoreProbe(
                 classes.generative[None].expand(batch, -1),
                 classes.context[None].expand(batch, -1),
                 config.use_triton,
             )
-        output = engine.forward_full(
+        output = fw.forward_full(
             module, inputs, rope, state, hetcache, probe, run_.score_layer(config, len(module.blocks)), config.use_triton, t
         )
         if hetcache:
             if shared is not None:
                 state.active, state.slot = shared[1], shared[2]
             else:
-                if probe is not None:
-                    chosen, state.centroids = select_context(
-                        probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
-                    )
+                if receive:  # the first branch's rank chose the set (guidance parallel)
+                    state.active = self.parallel.share_selection(None, device)
                 else:
-                    chosen = run.uniform_context
-                state.active = active_indices(run.static_active, chosen, batch)
+                    if probe is not None:
+                        chosen, state.centroids = select_context(
+                            probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
+                        )
+                    else:
+                        chosen = run.uniform_context
+                    state.active = active_indices(run.static_active, chosen, batch)
+                    if self.ulysses is not None:  # the group's rank 0 decides, so no rounding parts the ranks
+                        state.active = self.ulysses.agree(state.active, device)
+                    if self.parallel is not None:
+                        self.parallel.share_selection(state.active, device)
                 state.slot = build_slot_map(state.active, classes.n_tokens)
                 run.selection = (step, state.active, state.slot)
+            if self.ulysses is not None:
+                self.ulysses.reorder(state, state.active, classes.n_tokens)
         state.valid = True
         return output
 

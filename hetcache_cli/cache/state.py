@@ -104,12 +104,16 @@ class BranchState(BaseState):
         self.centroids: torch.Tensor | None = None  # [k, D] k-means warm start
         self.forecast: ResidualForecast | None = None  # per-token residual slopes (cache/forecast.py)
         self.kv_forecast: KVForecast | None = None  # per-layer K/V slopes (cache/kv_forecast.py)
+        self.order = None  # Ulysses: (token order S, active rows per rank), cache/ulysses.py
 
     def ensure(
         self, layers: int, shape: tuple[int, int, int], layout: CacheLayout | torch.dtype, device: torch.device,
-        heads: int = 1,
+        heads: int = 1, kv_shape: tuple[int, int, int] | None = None,
     ) -> None:
-        """Allocate the caches once per run and shape; later steps write into them in place."""
+        """Allocate the caches once per run and shape; later steps write into them in place.
+
+        `shape` is the residual's [B, rows, D]; `kv_shape` the K/V's [B, N, D_kv] (default `shape`; Ulysses
+        keeps a rank's rows of the residual and its heads of the K/V)."""
         if isinstance(layout, torch.dtype):
             layout = CacheLayout(kv_dtype=layout, residual_dtype=layout)
         B, N, D = shape
@@ -120,11 +124,12 @@ class BranchState(BaseState):
         if layout.forecast and self.forecast is None:
             self.forecast = ResidualForecast((B, N, D), layout.residual_dtype, device)
         if layers and self.kv_buffer is None:
+            shape = kv_shape or shape
             if layout.quantised or layout.host:
                 self.store = KVStore(layers, shape, layout, device, heads)
                 self.kv_buffer, self.kv = self.store.buffer, self.store.slots
             else:
-                self.kv_buffer = torch.zeros(layers, 2, B, N, D, dtype=layout.kv_dtype, device=device)
+                self.kv_buffer = torch.zeros(layers, 2, *shape, dtype=layout.kv_dtype, device=device)
                 self.kv = [KVSlot(self.kv_buffer[i, 0], self.kv_buffer[i, 1]) for i in range(layers)]
                 if layout.forecast_kv:
                     self.kv_forecast = KVForecast(layers, shape, layout.kv_dtype, device)

@@ -79,7 +79,14 @@ def attend(attn, x: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tor
 
 def attention_output(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Attention of query [B, M, H, d] over key / value [B, K, H, d] with the processor's backend, then to_out."""
-    out = dispatch_attention_fn(
+    out = attention_core(attn, query, key, value).flatten(2, 3).type_as(query)
+    out = attn.to_out[0](out)
+    return attn.to_out[1](out)
+
+
+def attention_core(attn, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Attention of query [B, M, H, d] over key / value [B, K, H, d] with the processor's backend: [B, M, H, d]."""
+    return dispatch_attention_fn(
         query,
         key,
         value,
@@ -89,6 +96,3 @@ def attention_output(attn, query: torch.Tensor, key: torch.Tensor, value: torch.
         backend=getattr(attn.processor, "_attention_backend", None),
         parallel_config=None,
     )
-    out = out.flatten(2, 3).type_as(query)
-    out = attn.to_out[0](out)
-    return attn.to_out[1](out)

@@ -11,6 +11,7 @@ import typer
 
 from hetcache_cli.cli import options as opt
 from hetcache_cli.cli.common import StepProgress, handle_errors, print_json, quiet_libraries, setup_logging, stdout
+from hetcache_cli.cli.parallel import Parallel, RankTimeout, parallel_layout, run_parallel
 from hetcache_cli.errors import InputError
 from hetcache_cli.spec.load import build_spec, load_spec_file, merge_values
 from hetcache_cli.spec.paths import check_paths
@@ -86,11 +87,13 @@ def spec_from_cli(spec_file: Path | None, flags: dict, where: str = "edit"):
     return build_spec(merge_values(base, flags), where)
 
 
-def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", resume: bool = False):
-    """Check inputs, load (or reuse) the model, run the edit with one progress bar over windows x steps."""
+def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", resume: bool = False, prep=None,
+            parallel=None):  # fmt: skip
+    """Check inputs (unless `prep` holds them checked), load (or reuse) the model, run the edit with one progress
+    bar over windows x steps; `parallel`: rank 0's driver of a --parallel edit."""
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
 
-    prep = prepare_edit(spec, overwrite=overwrite)
+    prep = prep if prep is not None else prepare_edit(spec, overwrite=overwrite)
     quiet_libraries()
     pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     n = len(prep.windows)
@@ -100,7 +103,7 @@ def execute(spec, pool, overwrite: bool, quiet: bool, label: str = "denoising", 
             window = min(done // spec.steps + 1, n)
             bar.update(done, total, None if n == 1 else f"{label} (window {window}/{n})")
 
-        return run_edit(prep, pipe, info, progress=update, resume=resume)
+        return run_edit(prep, pipe, info, progress=update, resume=resume, parallel=parallel)
 
 
 def result_summary(result) -> dict:
@@ -243,6 +246,8 @@ def edit(
     preview: Preview = False,
     preview_frame: PreviewFrame = None,
     plot: Plot = False,
+    parallel: Parallel = None,
+    rank_timeout: RankTimeout = None,
     json_out: opt.Json = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -259,6 +264,7 @@ def edit(
     )
     edit_spec = spec_from_cli(spec, flags)
     preview = preview or preview_frame is not None
+    layout = parallel_layout(parallel, preview, dry_run, rank_timeout) if parallel is not None else None
     if preview and (dry_run or resume):
         other = "--dry-run" if dry_run else "--resume"
         raise InputError(f"--preview runs one window and writes no output; drop {other}")
@@ -281,7 +287,13 @@ def edit(
     if dry_run:
         show_plan(edit_spec, PipelinePool(), overwrite, json_out)
         return
-    result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out, resume=resume)
+    if layout is not None:
+        result = run_parallel(edit_spec, *layout, overwrite, rank_timeout, lambda prep, driver: execute(
+            edit_spec, PipelinePool(), overwrite, quiet or json_out, resume=resume, prep=prep, parallel=driver))
+        if result is None:  # a rank other than 0: rank 0 reports
+            return
+    else:
+        result = execute(edit_spec, PipelinePool(), overwrite, quiet or json_out, resume=resume)
     summary = result_summary(result)
     if plot:
         from hetcache_cli.report.cache_plot import write_cache_plot

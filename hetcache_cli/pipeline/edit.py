@@ -109,6 +109,7 @@ def run_edit(
     resume: bool = False,
     keep_frames: bool = False,
     only_windows: Collection[int] | None = None,
+    parallel=None,
 ) -> EditResult:
     """Run the denoising window by window with the cache attached, writing each window's finished frames, then
     join them into the video and write its statistics.
@@ -126,7 +127,7 @@ def run_edit(
         return _run_and_write(prep, pipe, model_info, None, progress, keep_frames, only_windows)
     store = WorkDir(prep.output, run_fingerprint(prep, model_info), resume, len(windows))
     try:
-        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames)
+        return _run_and_write(prep, pipe, model_info, store, progress, keep_frames, parallel=parallel)
     except BaseException as err:
         kept = store.count_finished(len(windows))
         if not kept:
@@ -140,7 +141,7 @@ def run_edit(
 
 
 def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None, progress, keep_frames: bool,
-                   only: Collection[int] | None = None):  # fmt: skip
+                   only: Collection[int] | None = None, parallel=None):  # fmt: skip
     import torch
 
     from hetcache_cli.cache import StepStats, apply_hetcache, remove_hetcache
@@ -181,6 +182,8 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
     batched_encode(pipe, clock)
     if device.type == "cpu":
         tile_convolutions(pipe.vae)
+    if parallel is not None:
+        parallel.attach(pipe)
     try:
         if first < len(windows):
             stream = FrameStream(spec.video, prep.media, prep.plan.frames, start=windows[first].start)
@@ -188,7 +191,7 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
         for window in windows[first:]:
             with clock.stage("read"):
                 src = source.advance(window)
-            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src, passes)
+            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src, passes, parallel)
             doc["window"]["filled"] = [t for t in stream.filled if window.start <= t < window.stop]
             if store is None:
                 edited = (patched_frame(src[k], final, window.start + k) for k in range(window.frames))
@@ -240,6 +243,8 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
     }
     summary["stages"] = stage_table(window_docs, edit_s=wall_s)
     summary["text_encodes"] = prompts.encodes
+    if parallel is not None:
+        doc["parallel"] = parallel.report()
     if store is None:
         source, edited = (np.stack(x) for x in zip(*preview))
         return EditResult(prep.output, prep.stats_path, doc, edited, source=source)

@@ -75,14 +75,15 @@ def at_origin(crop: Crop) -> Crop:
 
 
 def run_window(prep, pipe, stats, window: Window, previous, progress, total_steps: int, src: np.ndarray,
-               passes: WindowPasses):  # fmt: skip
+               passes: WindowPasses, parallel=None):  # fmt: skip
     """One window through the pipeline: (output Patch, raw Patch, {"window", "steps"} records).
 
     The output patch holds every pixel of the window's frames that differs from the source; the raw
     one the model's output scaled back into the crop (before colour match and paste-back; with a
     region decode, the model's input outside the decoded box). `stats` is the StepStats attached with
     the cache; the hook resets it at the start of each call. `passes` gives the prompt's embeddings,
-    the stage clock and whether to decode only the pasted region.
+    the stage clock and whether to decode only the pasted region. With `parallel` (rank 0's
+    `parallel_edit.Driver`) the call runs on every rank of the layout.
     """
     import torch
 
@@ -106,7 +107,8 @@ def run_window(prep, pipe, stats, window: Window, previous, progress, total_step
     seed = spec.seed + window.index
     encoded = clock.seconds.get("vae_encode", 0.0)
     begin = time.perf_counter()
-    latents = pipe(
+    call = pipe if parallel is None else (lambda **kwargs: parallel.call(pipe, stats, **kwargs))
+    latents = call(
         **prompt_kwargs,
         video=video[None],  # [1, F, H, W, 3] in [0, 1]: the pipeline reads the size from video[0]
         mask=mask_rgb[None],
