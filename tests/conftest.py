@@ -56,10 +56,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The rehearsal lane runs only when asked for by name (`-m rehearsal`); everyday lanes leave it out."""
-    if "rehearsal" in (config.getoption("-m") or ""):
+    """The rehearsal and distributed lanes run only when asked for by name (`-m rehearsal`, `-m distributed`);
+    everyday lanes leave them out."""
+    asked = config.getoption("-m") or ""
+    lanes = [lane for lane in ("rehearsal", "distributed") if lane not in asked]
+    if not lanes:
         return
-    kept = [item for item in items if item.get_closest_marker("rehearsal") is None]
+    kept = [item for item in items if not any(item.get_closest_marker(lane) for lane in lanes)]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

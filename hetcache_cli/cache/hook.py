@@ -37,6 +37,7 @@ from hetcache_cli.cache.planning import device_room, log_notes, plan_run
 from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
 from hetcache_cli.cache.state import BranchState, RunState
 from hetcache_cli.cache.stats import StepStats, TokenCounts
+from hetcache_cli.cache.storage import CacheLayout
 from hetcache_cli.cache.text_kv import TextKV
 from hetcache_cli.cache.ulysses import rows_per_rank as ulysses_rows
 from hetcache_cli.kernels import build_slot_map
@@ -274,7 +275,7 @@ class HetCacheHook(ModelHook):
             layers = n_main + n_vace if plan.method == "hetcache" else 0
             heads = module.config.num_attention_heads
             shape = (inputs.hidden_states.shape[0], n_tokens, heads * module.config.attention_head_dim)  # [B, N, D]
-            layout = plan.expert(self.expert).layout
+            layout = plan.expert(self.expert).layout or CacheLayout(module.dtype, module.dtype)  # none: Ulysses only
             u = self.ulysses.u if self.ulysses is not None else 1  # token-sharded rows, head-sharded K/V
             rows = shape if u == 1 else (shape[0], ulysses_rows(n_tokens, u), shape[2])
             state.ensure(layers, rows, layout, device, heads // u, kv_shape=(*shape[:2], shape[2] // u))
