@@ -4,6 +4,7 @@ Within one guidance branch, u ranks share the tokens. Token ownership follows an
 built from the active set A (sorted global indices) and the rest I:
 
     a = A padded to a multiple of u (its last token repeated),  r = I padded so that |a| + |r| = u * L
+    (its last token repeated; when I is empty, a takes that padding too)
     rank p owns  a[p::u] ++ r[p::u]   (L rows, its |a|/u active ones first);  S = concat over p
 
 with L = ceil((N + u - 1) / u) fixed per run, so every per-token tensor keeps its shape when A changes.
@@ -42,7 +43,7 @@ def rows_per_rank(n_tokens: int, u: int) -> int:
 
 
 def _pad(x: torch.Tensor, multiple: int, filler: torch.Tensor) -> torch.Tensor:
-    extra = (-x.numel()) % multiple if multiple else 0
+    extra = (-x.numel()) % multiple
     return torch.cat([x, filler.reshape(1).expand(extra)]) if extra else x
 
 
@@ -56,9 +57,10 @@ def ownership(active: torch.Tensor | None, n_tokens: int, u: int, device=None) -
     rest[active] = False
     rest = torch.arange(n_tokens, device=device)[rest]
     a = _pad(active, u, active[-1:]) if active.numel() else active
-    tail = rest[-1:] if rest.numel() else a[-1:]
-    r = _pad(rest, 1, tail)
-    r = torch.cat([r, tail.expand(u * L - a.numel() - r.numel())])
+    if rest.numel():  # the rest takes the padding of the total: a repeated inactive token
+        r = torch.cat([rest, rest[-1:].expand(u * L - a.numel() - rest.numel())])
+    else:  # every token active: all rows are, repeats of an active token pad them
+        a, r = torch.cat([a, a[-1:].expand(u * L - a.numel())]), rest
     S = torch.cat([torch.cat([a[p::u], r[p::u]]) for p in range(u)])
     return S, a.numel() // u
 
