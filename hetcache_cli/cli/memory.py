@@ -18,6 +18,8 @@ Examples:
   hetcache memory --model wan2.1-vace-14b --frames 81 --offload group --cache-dtype float8_e4m3fn
 
   hetcache memory --model path/to/Wan2.2-VACE-Fun-A14B-diffusers --frames 81 --cache-device cpu --json
+
+  hetcache memory --model wan2.1-vace-14b --frames 81 --parallel cfg,ulysses=4   # per GPU of 8
 """
 
 CacheDtype = Annotated[
@@ -39,6 +41,11 @@ def memory(
     cache_device: CacheDevice = None,
     offload: opt.Offload = None,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="Above 1: two guidance branches.")] = 5.0,
+    parallel: Annotated[
+        Optional[str],
+        typer.Option("--parallel", metavar="LAYOUT", help="Per GPU of `edit --parallel LAYOUT`: cfg, ulysses=U, "
+                     "cfg,ulysses=U."),
+    ] = None,
     json_out: opt.Json = False,
 ) -> None:
     """Estimate the memory of an edit's denoising loop: weights on the GPU, HetCache's caches, activations."""
@@ -68,14 +75,15 @@ def memory(
             )
         return
     est = estimate(model_sizes(model), frames, height, width, cache_dtype or "bfloat16", cache_device or "cuda",
-                   offload or "none", branches=guidance_branches(guidance_scale))  # fmt: skip
+                   offload or "none", branches=guidance_branches(guidance_scale), parallel=parallel)  # fmt: skip
     if json_out:
         print_json(est)
         return
     fits = ", ".join(f"{c} GB" for c in est["fits_gb"]) or "none of 24 / 48 / 80 GB"
     stdout.print(
         f"{est['model']}: {frames} frames {width}x{height} ({est['tokens']} tokens), {est['experts']} expert(s), "
-        f"{est['branches']} branch(es), offload {est['offload']}, K/V {est['cache_dtype']} on {est['cache_device']}\n"
+        + (f"per GPU of {est['gpus']} (--parallel {est['parallel']}), " if est["parallel"] else "")
+        + f"{est['branches']} branch(es), offload {est['offload']}, K/V {est['cache_dtype']} on {est['cache_device']}\n"
         f"GPU   {size(est['gpu_bytes'])} (estimate): weights {size(est['gpu_weights_bytes'])}, caches "
         f"{size(est['gpu_cache_bytes'])}, activations {size(est['gpu_activation_bytes'])}; fits: {fits}\n"
         f"host  {size(est['host_bytes'])} (offloaded weights and host K/V)",

@@ -174,23 +174,32 @@ def _read(path: Path) -> dict:
 def estimate(
     sizes: ModelSizes, frames: int, height: int, width: int, cache_dtype: str = "auto", cache_device: str = "cuda",
     offload: str = "none", branches: int = 2, dtype: torch.dtype = torch.bfloat16, method: str = "hetcache",
-    forecast: str = "auto",
+    forecast: str = "auto", parallel: str | None = None,
 ) -> dict:
     """GPU and host bytes of one edit's denoising loop (see the module docstring for what is counted).
 
-    `forecast` as the cache setting: `auto` / `linear` keep K/V slopes for float K/V on the GPU.
+    `forecast` as the cache setting: `auto` / `linear` keep K/V slopes for float K/V on the GPU. `parallel`
+    (`cfg`, `ulysses=U`, `cfg,ulysses=U`): per GPU of that layout. Weights are replicated; with cfg each GPU
+    holds one branch's caches; with Ulysses a GPU holds H/U heads of the K/V of all N tokens and L rows of the
+    residual (L = ceil((N + U - 1) / U): the step caches x L / N), the prompt's K/V replicated; activations of
+    L tokens plus the head-sharded Q/K/V/output of all N tokens.
     """
     from hetcache_cli.cache.config import HetCacheConfig
     from hetcache_cli.cache.flops import ModelDims
     from hetcache_cli.cache.planning import plan_layout
     from hetcache_cli.cache.state import cache_memory
     from hetcache_cli.cache.storage import activation_bytes
+    from hetcache_cli.cache.ulysses import rows_per_rank
 
     if offload not in OFFLOADS:
         raise InputError(f"offload {offload!r} is not valid; use one of {', '.join(OFFLOADS)}")
     if (frames - 1) % 4 or height % 16 or width % 16:
         raise InputError(f"{frames} frames {width}x{height}: use 4k+1 frames and sides that are multiples of 16")
     n_tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+    spread = _layout(parallel, sizes, branches)
+    u, rows = spread.ulysses, rows_per_rank(n_tokens, spread.ulysses) if spread.ulysses > 1 else n_tokens
+    if spread.cfg:
+        branches = 1  # per GPU
     text_bytes = sizes.text_encoder_params * torch.empty((), dtype=dtype).element_size()  # loaded in `dtype`
     vae_bytes = sizes.vae_params * 4  # float32
     # the layout as a run's plan decides it (planning.plan_layout), for a GPU with room for the caches
@@ -203,7 +212,12 @@ def estimate(
         dims = ModelDims.from_config(t.config)
         layout, _ = plan_layout(config, dims, dtype, n_tokens, branches, None, method)
         caches = cache_memory(dims, n_tokens, branches, layout, dtype, method)
-        activations = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, n_tokens, dtype)
+        if u > 1:  # step caches sharded (K/V by heads, residual by rows), the prompt's K/V replicated
+            shard = lambda b: b * rows // n_tokens  # noqa: E731
+            caches = {"device": shard(caches["device"] - caches["text"]) + caches["text"], "host": shard(caches["host"])}
+        activations = activation_bytes(dims.dim, dims.ffn_dim, dims.num_vace_layers, rows, dtype)
+        if u > 1:
+            activations += 4 * n_tokens * dims.dim // u * torch.empty((), dtype=dtype).element_size()
         if layout.quantised or layout.host:
             activations += 2 * n_tokens * dims.dim * torch.empty((), dtype=dtype).element_size()
         resident = {"none": t.param_bytes, "model": t.param_bytes, "group": t.rest_bytes + 2 * t.block_bytes,
@@ -223,11 +237,29 @@ def estimate(
         "cache_device": cache_device, "gpu_bytes": peak, "gpu_weights_bytes": weights_on_gpu,
         "gpu_cache_bytes": worst["caches"], "gpu_activation_bytes": worst["activations"], "host_bytes": host,
         "fits_gb": [c for c in CARDS_GIB if peak + RESERVE <= c * GIB],
+        "parallel": str(spread) if parallel else None, "gpus": spread.world_size,
     }  # fmt: skip
 
 
+def _layout(parallel: str | None, sizes: ModelSizes, branches: int):
+    """The `--parallel` layout, checked against the model's heads and the guidance branches (InputError)."""
+    from hetcache_cli.cache.parallel import Layout, check_layout, parse_layout
+
+    if not parallel:
+        return Layout()
+    try:
+        layout = parse_layout(parallel)
+        heads = min(t.config["num_attention_heads"] for t in sizes.transformers)
+        check_layout(layout, layout.world_size, heads, 2.0 if branches == 2 else 1.0)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return layout
+
+
 TABLE_MODELS = ("wan2.1-vace-1.3b", "wan2.1-vace-14b", "wan2.2-vace-fun-a14b")
-TABLE_COLUMNS = (("none", "cuda"), ("model", "cuda"), ("group", "cuda"), ("model", "cpu"), ("group", "cpu"))
+TABLE_COLUMNS = (("none", "cuda", None), ("model", "cuda", None), ("group", "cuda", None), ("model", "cpu", None),
+                 ("group", "cpu", None), ("none", "cuda", "cfg"), ("none", "cuda", "cfg,ulysses=2"),
+                 ("none", "cuda", "cfg,ulysses=4"))  # fmt: skip
 
 
 def fit_table(frames=(33, 81), cache_dtypes=("bfloat16", "float8_e4m3fn"), height: int = 480, width: int = 832,
@@ -238,8 +270,8 @@ def fit_table(frames=(33, 81), cache_dtypes=("bfloat16", "float8_e4m3fn"), heigh
     for model in sizes:
         for n in frames:
             for cache_dtype in cache_dtypes:
-                cells = [estimate(sizes[model], n, height, width, cache_dtype, device, offload)
-                         for offload, device in TABLE_COLUMNS]  # fmt: skip
+                cells = [estimate(sizes[model], n, height, width, cache_dtype, device, offload, parallel=parallel)
+                         for offload, device, parallel in TABLE_COLUMNS]  # fmt: skip
                 rows.append({"model": model, "frames": n, "cache_dtype": cache_dtype, "cells": cells})
     return rows
 
@@ -247,7 +279,8 @@ def fit_table(frames=(33, 81), cache_dtypes=("bfloat16", "float8_e4m3fn"), heigh
 def format_table(rows: list[dict]) -> str:
     """Markdown: GPU GiB per column and the smallest of 24 / 48 / 80 GB cards it fits on."""
     head = ["model", "frames", "K/V caches", "offload none", "offload model", "offload group",
-            "model + host K/V", "group + host K/V"]  # fmt: skip
+            "model + host K/V", "group + host K/V", "2 GPUs: cfg", "4 GPUs: cfg,ulysses=2",
+            "8 GPUs: cfg,ulysses=4"]  # fmt: skip
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = []

@@ -98,3 +98,24 @@ def test_cli_parallel_outside_torchrun_is_bad_input(flag, fragment, tmp_path, mo
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_memory_estimate_per_gpu_of_a_layout():
+    """`hetcache memory --parallel`: cfg holds one branch's caches per GPU, Ulysses 1/U of the step caches (plus
+    its padding rows), the prompt's K/V and the weights replicated; a layout the model cannot take is bad input."""
+    from hetcache_cli.errors import InputError
+    from hetcache_cli.pipeline.memory import estimate, model_sizes
+
+    sizes = model_sizes("wan2.1-vace-1.3b")
+    one = estimate(sizes, 33, 480, 832, "bfloat16")
+    cfg = estimate(sizes, 33, 480, 832, "bfloat16", parallel="cfg")
+    both = estimate(sizes, 33, 480, 832, "bfloat16", parallel="cfg,ulysses=4")
+    assert (one["gpus"], cfg["gpus"], both["gpus"]) == (1, 2, 8)
+    assert cfg["gpu_cache_bytes"] * 2 == one["gpu_cache_bytes"] and cfg["branches"] == 1
+    assert cfg["gpu_weights_bytes"] == both["gpu_weights_bytes"] == one["gpu_weights_bytes"]
+    text = (2 * 45 + 1) * 512 * 1536 * 2  # the prompt's embedding and K/V in 45 layers, bf16: replicated
+    ratio = (both["gpu_cache_bytes"] - text) / (cfg["gpu_cache_bytes"] - text)
+    assert 0.25 <= ratio < 0.25 * 1.001, ratio  # 14,040 tokens: 3,511 rows per rank, 4 of them padding
+    assert both["gpu_activation_bytes"] < cfg["gpu_activation_bytes"] / 2
+    with pytest.raises(InputError, match="12 attention heads, which 8 does not divide"):
+        estimate(sizes, 33, 480, 832, "bfloat16", parallel="ulysses=8")
