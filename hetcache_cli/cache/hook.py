@@ -34,7 +34,7 @@ from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.flops import forward_flops
 from hetcache_cli.cache.plan import FULL, PARTIAL, REUSE, CachePlan, TokenPlan
 from hetcache_cli.cache.planning import device_room, log_notes, plan_run
-from hetcache_cli.cache.selection import ScoreProbe, active_indices, select_context
+from hetcache_cli.cache.selection import ScoreProbe
 from hetcache_cli.cache.state import BranchState, RunState
 from hetcache_cli.cache.stats import StepStats, TokenCounts
 from hetcache_cli.cache.storage import CacheLayout
@@ -375,20 +375,8 @@ class HetCacheHook(ModelHook):
             if shared is not None:
                 state.active, state.slot = shared[1], shared[2]
             else:
-                if receive:  # the first branch's rank chose the set (guidance parallel)
-                    state.active = self.parallel.share_selection(None, device)
-                else:
-                    if probe is not None:
-                        chosen, state.centroids = select_context(
-                            probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
-                        )
-                    else:
-                        chosen = run.uniform_context
-                    state.active = active_indices(run.static_active, chosen, batch)
-                    if self.ulysses is not None:  # the group's rank 0 decides, so no rounding parts the ranks
-                        state.active = self.ulysses.agree(state.active, device)
-                    if self.parallel is not None:
-                        self.parallel.share_selection(state.active, device)
+                state.active = run_.choose_active(run, config, state, probe, batch, device, self.parallel,
+                                                  self.ulysses, receive)  # fmt: skip
                 state.slot = build_slot_map(state.active, classes.n_tokens)
                 run.selection = (step, state.active, state.slot)
             if self.ulysses is not None:

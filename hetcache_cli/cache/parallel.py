@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from hetcache_cli.errors import HetcacheError
+
+if TYPE_CHECKING:
+    import torch
 
 BRANCHES = ("cond", "uncond")  # the order in which WanVACEPipeline calls them in a step
 
@@ -152,7 +154,7 @@ class _Guarded:
                 text = str(exc).strip()
                 first = text.splitlines()[0][:200] if text else type(exc).__name__
                 raise RankLost(
-                    f"rank {self._dist.get_rank()} lost the other ranks in a {name} ({first}); no output written"
+                    f"rank {self._dist.get_rank()} lost the other ranks during {name} ({first}); no output written"
                 ) from exc
 
         return call
@@ -186,6 +188,8 @@ class Comm:
             )
 
     def all_gather(self, tensor: torch.Tensor, kind: str, op: str = "all_gather") -> list[torch.Tensor]:
+        import torch
+
         tensor = tensor.contiguous()
         out = [torch.empty_like(tensor) for _ in range(self.size)]
         self.dist.all_gather(out, tensor, group=self.group)
@@ -194,6 +198,8 @@ class Comm:
 
     def broadcast_rows(self, rows: torch.Tensor | None, src: int, device, kind: str, op: str) -> torch.Tensor:
         """An int64 tensor of rank `src` (of any shape [B, M]) on every rank: its shape, then its values."""
+        import torch
+
         shape = torch.tensor(list(rows.shape) if self.rank == src else [0, 0], dtype=torch.int64, device=device)
         self.dist.broadcast(shape, self._global(src), group=self.group)
         if self.rank != src:
@@ -206,6 +212,8 @@ class Comm:
 
     def same_everywhere(self, text: str, device) -> bool:
         """Whether every rank of the group holds the same `text` (a max and a min of its bytes, padded)."""
+        import torch
+
         data = torch.tensor(list(text.encode()) or [0], dtype=torch.int64, device=device)
         length = torch.tensor([data.numel()], dtype=torch.int64, device=device)
         lengths = [torch.empty_like(length) for _ in range(self.size)]
@@ -252,6 +260,8 @@ class GuidanceParallel:
 
     def foreign(self, branch: str, like: torch.Tensor, out_channels: int) -> torch.Tensor:
         """Another rank's branch: a placeholder filled at the exchange, or, at the last branch, its prediction."""
+        import torch
+
         if branch not in self.branches:
             raise ValueError(f"guidance parallel knows the branches {self.branches}, not {branch!r}")
         if branch == self.branches[-1]:

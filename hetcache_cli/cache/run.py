@@ -15,7 +15,7 @@ import torch
 from hetcache_cli.cache.config import HetCacheConfig
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.cache.plan import TokenPlan
-from hetcache_cli.cache.selection import static_active
+from hetcache_cli.cache.selection import active_indices, select_context, static_active
 from hetcache_cli.cache.state import RunState
 from hetcache_cli.cache.tokens import (
     TokenClasses,
@@ -108,3 +108,25 @@ def score_layer(config: HetCacheConfig, n_layers: int) -> int:
     if not 0 <= layer < n_layers:
         raise ValueError(f"score_layer {layer} is out of range: use -1 (middle block) or 0..{n_layers - 1}")
     return layer
+
+
+def choose_active(run: RunState, config: HetCacheConfig, state, probe, batch: int, device, parallel=None,
+                  ulysses=None, receive: bool = False) -> torch.Tensor:  # fmt: skip
+    """A FULL step's new active set [B, M]: the probe's selection (or the uniform subset) joined to the fixed
+    part. Under a layout (parallel.py, ulysses.py) every rank ends with the same set: a Ulysses group takes
+    its rank 0's, and the rank of the first guidance branch sends it to the other branch's (`receive`)."""
+    if receive:
+        return parallel.share_selection(None, device)
+    if probe is not None:
+        chosen, state.centroids = select_context(
+            probe, run.n_context_pick, config.kmeans_clusters, config.kmeans_iters, state.centroids
+        )
+    else:
+        chosen = run.uniform_context
+    active = active_indices(run.static_active, chosen, batch)
+    if ulysses is not None:  # the group's rank 0 decides, so no rounding parts the ranks
+        active = ulysses.agree(active, device)
+    if parallel is not None:
+        parallel.share_selection(active, device)
+    return active
+

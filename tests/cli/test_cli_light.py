@@ -61,6 +61,8 @@ def files(tmp_path):
     (["eval", "clip.mp4", "-r", "clip.mp4", "--side-by-side", "nowhere/cmp.mp4"], 2, "folder nowhere for --side-by-side"),
     (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "--preview-frame", "-1"], 2, "--preview-frame -1 is negative"),
     (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "-o", "nowhere/o.mp4", "--preview"], 2, "output folder nowhere"),
+    (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "--parallel", "cfg"], 2, "start the edit with torchrun"),
+    (["edit", "clip.mp4", "-m", "mask.png", "-p", "x", "--parallel", "ring=2"], 2, "expected cfg, ulysses=U"),
 ])  # fmt: skip
 def test_help_and_input_errors_import_no_torch(files, args, code, fragment):
     returncode, imported, output = run_cli(args, files)
