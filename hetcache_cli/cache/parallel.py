@@ -92,10 +92,11 @@ def check_layout(layout: Layout, world_size: int, heads: int, guidance_scale: fl
 
 @dataclass
 class Traffic:
-    """Bytes this rank sent, by the kind of step (FULL / PARTIAL / REUSE, as letters) and collective."""
+    """Bytes this rank sent, by the kind of step (full / partial / reuse) and collective."""
 
     sent: dict = field(default_factory=dict)  # (kind, op) -> bytes
     forwards: dict = field(default_factory=dict)  # kind -> forwards this rank computed
+    layers: int = 0  # self-attention layers per forward (Ulysses), for the per-layer figure
     held: dict = field(default_factory=dict)  # branch -> (K/V bytes, residual bytes) this rank holds now
     peak: dict = field(default_factory=lambda: {"kv_bytes": 0, "residual_bytes": 0})
 
@@ -123,6 +124,9 @@ class Traffic:
             n = self.forwards.get(kind, 0)
             total = sum(ops.values())
             out[kind] = {"forwards": n, "bytes_sent": total, "bytes_per_forward": total / n if n else None, "by_op": ops}
+            attention = ops.get("attention_in", 0) + ops.get("attention_out", 0)
+            if attention and n and self.layers:  # the all-to-alls of one self-attention layer
+                out[kind]["attention_bytes_per_layer"] = attention / n / self.layers
         return out
 
     def reset(self) -> None:

@@ -160,6 +160,7 @@ class Ulysses:
                 state.forecast.record_all(state.residual, new, timestep)
             state.residual.copy_(new)
         self.comm.traffic.count("full")
+        self.comm.traffic.layers = step.layers
         return self._head(module, out, emb.temb, S, inputs.hidden_states.shape, "full")
 
     def forward_partial(self, module, inputs, rope, state, use_triton=None, timestep=None):
@@ -181,6 +182,7 @@ class Ulysses:
             local = torch.arange(m, device=x.device)[None]
             state.forecast.record_rows(local, timestep)
         self.comm.traffic.count("partial")
+        self.comm.traffic.layers = step.layers
         return self._head(module, merged, emb.temb, S, inputs.hidden_states.shape, "partial")
 
     def forward_reuse(self, module, inputs, state, timestep=None):
@@ -209,9 +211,11 @@ class Sharded:
 
     def __init__(self, ulysses: Ulysses, mode: str, S, n_tokens: int, rows, fresh=None) -> None:
         self.ul, self.mode, self.S, self.n, self.rows, self.fresh = ulysses, mode, S, n_tokens, rows, fresh
+        self.layers = 0  # self-attention layers run so far in this forward
 
     def self_attention(self, attn, x, rope, kv=None, probe=None, use_triton=None) -> torch.Tensor:
         ul, kind = self.ul, self.mode
+        self.layers += 1
         query, key, value = _qkv(attn, x)
         query, key = attn.norm_q(query), attn.norm_k(key)  # RMS norms over all heads: before the split
         query = apply_rotary(query.unflatten(2, (attn.heads, -1)), *rope)

@@ -140,7 +140,7 @@ def rank_report(stats, layouts) -> dict:
         for key, nbytes in comm.traffic.sent.items():
             sent[key] = sent.get(key, 0) + nbytes
     main = comms[-1].traffic  # the Ulysses one counts the forwards and holds the caches when there is one
-    traffic = type(main)(sent=sent, forwards=dict(main.forwards)).to_dict()
+    traffic = type(main)(sent=sent, forwards=dict(main.forwards), layers=main.layers).to_dict()
     peak = dict(main.peak)
     for comm in comms:
         comm.traffic.reset()
@@ -254,7 +254,7 @@ def run_parallel_edit(spec, layout: Layout, info, overwrite: bool, timeout_s: fl
     """
     import torch
 
-    from hetcache_cli.pipeline.distributed import rank_device
+    from hetcache_cli.pipeline.distributed import ignore_sigterm, rank_device
     from hetcache_cli.pipeline.model import PipelinePool
 
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -265,6 +265,7 @@ def run_parallel_edit(spec, layout: Layout, info, overwrite: bool, timeout_s: fl
             return _drive(group, spec, layout, overwrite, execute)
         message = group.broadcast(None)
         if message["error"] is not None:
+            ignore_sigterm()  # leave with the agreed code even when torchrun stops the ranks of a failed launch
             raise Quiet(message["error"])
         pipe, _ = PipelinePool().get(spec.model, spec.device, spec.dtype, spec.offload)
         serve(group, pipe, message["cache"], layout)
@@ -281,6 +282,7 @@ class Quiet(HetcacheError):
 
 def _drive(group: ParallelGroup, spec, layout: Layout, overwrite: bool, execute):
     from hetcache_cli.cache.model_check import model_folder, read_transformer_configs
+    from hetcache_cli.pipeline.distributed import ignore_sigterm
     from hetcache_cli.pipeline.edit import prepare_edit
 
     try:
@@ -294,6 +296,7 @@ def _drive(group: ParallelGroup, spec, layout: Layout, overwrite: bool, execute)
             raise InputError(str(exc)) from None
     except HetcacheError as exc:
         group.broadcast({"error": exc.exit_code, "cache": None})
+        ignore_sigterm()
         raise
     group.broadcast({"error": None, "cache": prep.cache})
     driver = Driver(group, layout)

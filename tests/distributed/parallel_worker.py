@@ -25,6 +25,7 @@ CASES = {  # name: (cache overrides, preset, steps); the fast preset plans FPFPF
     "partial": ({"schedule": "FPPRFP"}, None, 6),
     "teacache": ({"method": "teacache", "schedule": "FRFRFR"}, None, 6),
     "none": ({"method": "none"}, None, 6),
+    "fp8_host": ({"schedule": "FPPRFP", "cache_dtype": "float8_e4m3fn", "cache_device": "cpu"}, None, 6),
 }
 
 

@@ -40,14 +40,15 @@ def torchrun(n: int, *args: str, cwd: Path, timeout: float = 540) -> subprocess.
 
 @pytest.mark.parametrize(("layout", "ranks"), [("cfg", 2), ("ulysses=2", 2), ("cfg,ulysses=2", 4)])
 def test_layout_matches_one_process(layout, ranks, tmp_path):
-    """Guidance 3, a moving mask; all-FULL, the fast preset, FULL/PARTIAL/REUSE, teacache and none: the decoded
+    """Guidance 3, a moving mask; all-FULL, the fast preset, FULL/PARTIAL/REUSE, teacache, none and fp8 K/V in host
+    memory: the decoded
     float32 frames within 1e-4 of one process, the same step records, K/V bytes 1/u per rank, PARTIAL traffic
     within 1.1 x the active fraction of FULL's."""
     out = tmp_path / "result.json"
     proc = torchrun(ranks, str(WORKER), layout, str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-6000:]
     results = json.loads(out.read_text())
-    assert set(results) == {"all_full", "fast", "partial", "teacache", "none"}
+    assert set(results) == {"all_full", "fast", "partial", "teacache", "none", "fp8_host"}
     u = 2 if "ulysses" in layout else 1
     for name, r in results.items():
         assert r["max_abs_diff"] <= 1e-4, (name, r["max_abs_diff"])
@@ -57,9 +58,10 @@ def test_layout_matches_one_process(layout, ranks, tmp_path):
     assert set(results["all_full"]["decisions"]) == {"full"}
 
     hetcache = results["partial"]
-    kv = [rank["kv_bytes"] for rank in hetcache["ranks"]]
     branches_per_rank = 1 if "cfg" in layout else 2
-    assert all(b * 2 // branches_per_rank * u == hetcache["single_kv_bytes"] for b in kv), (kv, hetcache)
+    for case in ("partial", "fp8_host"):  # float K/V with its forecast slopes; fp8 K/V with scales in host memory
+        kv = [rank["kv_bytes"] for rank in results[case]["ranks"]]
+        assert all(b * 2 // branches_per_rank * u == results[case]["single_kv_bytes"] > 0 for b in kv), (case, kv)
     if u > 1:  # the residual (and its slopes) by S: at most 2u - 1 rows of padding over the ranks
         for rank in hetcache["ranks"]:
             share = hetcache["single_cache_bytes"] * branches_per_rank / 2 / u
@@ -70,6 +72,8 @@ def test_layout_matches_one_process(layout, ranks, tmp_path):
             per_layer = {k: (t[k]["by_op"]["attention_in"] + t[k]["by_op"]["attention_out"]) / t[k]["forwards"]
                          for k in ("full", "partial")}  # fmt: skip
             assert 0 < per_layer["partial"] <= 1.1 * r * per_layer["full"], (per_layer, r)
+            for kind in ("full", "partial"):  # 3 self-attention layers: 2 main, 1 VACE
+                assert t[kind]["attention_bytes_per_layer"] == pytest.approx(per_layer[kind] / 3)
             assert "attention_in" not in t["reuse"]["by_op"]  # a REUSE step sends no activations
     else:  # guidance parallel: the prediction is all that crosses per step
         for rank in hetcache["ranks"]:
