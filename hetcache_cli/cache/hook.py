@@ -229,9 +229,8 @@ class HetCacheHook(ModelHook):
             state.reset()
             state.run_id = self.run.run_id
         state.forward_count += 1
-        kind = FULL if self.run.plan is None else self._decision(step, state)  # before the forward fills the caches
-        if cfg is not None:
-            cfg.kind = kind  # what the collectives of this forward serve, for the traffic count
+        if cfg is not None:  # what the collectives of this forward serve (traffic count), before it fills the caches
+            cfg.kind = kind = FULL if self.run.plan is None else self._decision(step, state)
 
         if self.config.method == "none" and self.stats is None and self.ulysses is None:
             output = self._original(inputs, attention_kwargs)
