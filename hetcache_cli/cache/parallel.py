@@ -120,10 +120,11 @@ class Traffic:
         kinds = sorted({k for k, _ in self.sent} | set(self.forwards))
         out = {}
         for kind in kinds:
-            ops = {op: b for (k, op), b in self.sent.items() if k == kind}
+            ops = {op: nbytes for (k, op), nbytes in self.sent.items() if k == kind}
             n = self.forwards.get(kind, 0)
             total = sum(ops.values())
-            out[kind] = {"forwards": n, "bytes_sent": total, "bytes_per_forward": total / n if n else None, "by_op": ops}
+            per_forward = total / n if n else None
+            out[kind] = {"forwards": n, "bytes_sent": total, "bytes_per_forward": per_forward, "by_op": ops}
             attention = ops.get("attention_in", 0) + ops.get("attention_out", 0)
             if attention and n and self.layers:  # the all-to-alls of one self-attention layer
                 out[kind]["attention_bytes_per_layer"] = attention / n / self.layers

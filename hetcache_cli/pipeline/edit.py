@@ -191,7 +191,8 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
         for window in windows[first:]:
             with clock.stage("read"):
                 src = source.advance(window)
-            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src, passes, parallel)
+            final, raw, doc = run_window(prep, pipe, stats, window, previous, progress, total_steps, src, passes,
+                                         parallel)  # fmt: skip
             doc["window"]["filled"] = [t for t in stream.filled if window.start <= t < window.stop]
             if store is None:
                 edited = (patched_frame(src[k], final, window.start + k) for k in range(window.frames))

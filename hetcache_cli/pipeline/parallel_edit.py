@@ -46,7 +46,8 @@ class ParallelGroup:
         try:
             dist.init_process_group(backend=backend, timeout=timedelta(seconds=self.timeout_s))
         except Exception as exc:
-            raise HetcacheError(f"rank {self.info.rank} could not start the process group ({_first_line(exc)})") from exc
+            what = _first_line(exc)
+            raise HetcacheError(f"rank {self.info.rank} could not start the process group ({what})") from exc
         self.backend = backend
         return self
 

@@ -28,9 +28,10 @@ def test_parse_layout_rejects(text):
 
 def test_check_layout_names_the_fix():
     check_layout(Layout(True, 2), 4, 12, 5.0)
-    with pytest.raises(ValueError, match=r"needs 4 ranks, this launch has 2: start it with torchrun --nproc-per-node 4"):
+    with pytest.raises(ValueError, match="needs 4 ranks, this launch has 2: start it with torchrun --nproc-per-node 4"):
         check_layout(Layout(True, 2), 2, 12, 5.0)
-    with pytest.raises(ValueError, match=r"12 attention heads, which 5 does not divide; use ulysses=2 \| 3 \| 4 \| 6 \| 12"):
+    fix = r"12 attention heads, which 5 does not divide; use ulysses=2 \| 3 \| 4 \| 6 \| 12"
+    with pytest.raises(ValueError, match=fix):
         check_layout(Layout(False, 5), 5, 12, 5.0)
     with pytest.raises(ValueError, match="guidance_scale <= 1 runs only one"):
         check_layout(Layout(True, 1), 2, 12, 1.0)
