@@ -175,7 +175,7 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     st = plan["stages"]
     lines.append(
         f"stages    read {plan['frames']} frames once; text encoded once; per window: one VAE encode (inactive and "
-        f"reactive batched), {spec.steps} steps, VAE decode of {st['vae_decode_fraction']:.0%} of the crop "
+        f"reactive batched), {spec.steps} step{'s' if spec.steps != 1 else ''}, VAE decode of {st['vae_decode_fraction']:.0%} of the crop "
         f"({st['vae_decode']}), composite, one segment written; then the segments joined"
         + (" and the audio muxed" if streams else "")
     )
