@@ -69,6 +69,9 @@ def test_every_frame_is_kept_and_stats_list_windows(clip30, tiny_model_dir, tmp_
         == [(w["schedule"], w["tokens"], w["flops"], w["flops_full"], w["decisions"]) for w in windows]
     for key in ("schema_version", "schedule", "decisions", "flops", "flops_full", "flops_ratio"):
         assert plan[key] == stats["summary"][key], key
+    # and the VAE decodes the box it planned, window by window
+    assert [w["decode"] for w in plan["windows"]] == [w["decode"] for w in windows]
+    assert plan["stages"]["text_encodes"] == stats["summary"]["text_encodes"] == 1
 
 
 def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_dir):
