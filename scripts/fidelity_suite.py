@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     parser.add_argument("--out", type=Path, default=Path("fidelity_suite"), help="output folder")
     parser.add_argument("--no-forecast-reference", action="store_true",
-                        help="skip the teacache+forecast sweep (faster; the acceptance does not use it)")
+                        help="skip the teacache+forecast sweep (faster; issue 26's visible-region check needs it, "
+                             "so --check then fails)")
     parser.add_argument("--methods", default=None,
                         help="comma list of methods to run: teacache, forecast-reuse, hetcache (default: all)")
     parser.add_argument("--merge", type=Path, default=None,
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print(f"wrote {paths['markdown']} and {paths['json']}", file=sys.stderr)
     s = report["summary"]
-    ok = s["front_ok"] and s["balanced_bg_ok"] and s["median_ok"]
+    ok = s["front_ok"] and s["balanced_bg_ok"] and s["median_ok"] and s.get("visible_ok") is True
     return 1 if (args.check and not ok) else 0
 
 

@@ -6,7 +6,9 @@ the prompt embeddings (the pipeline's own `encode_prompt`, memoised likewise). T
 loop runs through the pipeline itself with HetCache attached, to latents; latents are then
 decoded in small batches (the tiny VAE is overhead-bound: a batch of 4 costs ~2 single decodes).
 Quality is PSNR of the decoded float frames (0..255, before any uint8 rounding or paste-back)
-against the uncached run's, inside the mask, in the 16-px margin band and in the background.
+against the uncached run's, inside the mask, in the 16-px margin band and in the background, and
+in the visible region (the mask and the band the paste-back blends, with its blend weight:
+`eval/visible.py`, the edit's default paste dilation and feather).
 FLOPs are the analytic count of what ran (`StepStats`, one record per step and branch).
 """
 
@@ -25,6 +27,7 @@ from hetcache_cli.cache import HetCacheConfig, StepStats, apply_hetcache, remove
 from hetcache_cli.cache.flops import ModelDims
 from hetcache_cli.eval.metrics import PSNR_CAP_DB, psnr_by_region
 from hetcache_cli.eval.regions import region_masks
+from hetcache_cli.eval.visible import visible_alpha, visible_psnr
 
 DECODE_BATCH = 4
 
@@ -91,7 +94,7 @@ class ClipRunner:
     """One clip on one pipeline: `run(config, guidance)` -> RunResult; `decode(results)`; `score(result, ref)`."""
 
     def __init__(self, pipe, clip: SuiteClip, steps: int = 30, seed: int = 0, negative_prompt: str = "",
-                 margin_px: int = 16) -> None:
+                 margin_px: int = 16, paste_dilation: int = 4, paste_feather: int = 4) -> None:
         import PIL.Image
 
         self.pipe, self.clip, self.steps, self.seed, self.negative_prompt = pipe, clip, steps, seed, negative_prompt
@@ -99,6 +102,7 @@ class ClipRunner:
         rgb = np.repeat((clip.mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
         self.mask = [PIL.Image.fromarray(m) for m in rgb]
         self.regions = region_masks(clip.mask, margin_px)
+        self.alpha = visible_alpha(clip.mask, paste_dilation, paste_feather)  # what paste-back keeps of the edit
 
     @torch.no_grad()
     def run(self, config: HetCacheConfig, guidance: float, observer=None) -> RunResult:
@@ -138,6 +142,7 @@ class ClipRunner:
                 r.video = v
 
     def score(self, result: RunResult, reference: RunResult) -> dict:
-        """PSNR (dB, capped) by region of a decoded run against the decoded reference."""
+        """PSNR (dB, capped) by region of a decoded run against the decoded reference; `visible` after paste-back."""
         psnr = psnr_by_region(result.video, reference.video, self.regions)
+        psnr["visible"] = visible_psnr(result.video, reference.video, self.alpha)
         return {k: (None if v is None else min(v, PSNR_CAP_DB)) for k, v in psnr.items()}

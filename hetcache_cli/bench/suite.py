@@ -11,6 +11,11 @@ Acceptance (issue 19), per clip and guidance: hetcache's in-mask front at or abo
 teacache's at every cut in [1.5, 4] (interpolated), and the `balanced` preset's background
 PSNR at or above teacache's background front at balanced's cut; on the suite's median clip
 (median of balanced's in-mask PSNR over clips x guidances) balanced keeps >= 40 dB at >= 2.5x.
+
+Issue 26, per clip and guidance, in the visible region (the mask and the band the paste-back
+blends, `eval/visible.py`: what reaches the output): hetcache's front at least step-only reuse
+with the residual forecast's front minus VISIBLE_TOLERANCE_DB at every cut of VISIBLE_CUTS that
+the step-only sweep reaches (hetcache's sweep must reach it too).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 GUIDANCES = (1.0, 5.0)
 CUT_RANGE = (1.5, 4.0)
+VISIBLE_CUTS = (1.5, 2.0, 3.0, 4.0, 5.0)
+VISIBLE_TOLERANCE_DB = 0.5
 MEDIAN_TARGET = {"psnr_inside": 40.0, "cut": 2.5}
 
 # Thresholds are fractions of the run's total modulation change (cache/schedule.py). TeaCache as
@@ -37,7 +44,8 @@ MEDIAN_TARGET = {"psnr_inside": 40.0, "cut": 2.5}
 TEACACHE_THRESHOLDS = (0.02, 0.04, 0.07, 0.11, 0.17)
 # The same step-only reuse with the residual forecast: the reference that tells whether PARTIAL
 # steps earn their FLOPs beyond what the forecast alone gives.
-FORECAST_REUSE_THRESHOLDS = (0.04, 0.07, 0.11, 0.17)
+# 0.02 reaches 1.5x, 0.25 and 0.33 reach 5x (issue 26's cuts).
+FORECAST_REUSE_THRESHOLDS = (0.02, 0.04, 0.07, 0.11, 0.17, 0.25, 0.33)
 # HetCache: FULL steps where teacache at `full_threshold` has them, PARTIAL steps between them once
 # half that change has accumulated (REUSE before). Every point has PARTIAL steps.
 HETCACHE_SWEEP = (
@@ -48,6 +56,7 @@ HETCACHE_SWEEP = (
     dict(full_threshold=0.11, reuse_threshold=0.055),
     dict(full_threshold=0.16, reuse_threshold=0.08),
     dict(full_threshold=0.22, reuse_threshold=0.11),
+    dict(full_threshold=0.3, reuse_threshold=0.15),
 )
 BASE = dict(warmup_steps=1, max_partial_run=100)  # the presets' step rules; token sets default to balanced's
 
@@ -101,7 +110,8 @@ def _point(setting: Setting, result: RunResult, quality: dict) -> dict:
 
 
 def front_of(points: list[dict], method: str, region: str) -> list[tuple[float, float]]:
-    return pareto_front((p["flops_cut"], p["psnr"][region]) for p in points if p["method"] == method)
+    return pareto_front((p["flops_cut"], p["psnr"][region]) for p in points
+                        if p["method"] == method and p["psnr"].get(region) is not None)
 
 
 def run_clip(pipe, clip: SuiteClip, guidance: float, steps: int, settings: list[Setting],
@@ -145,7 +155,28 @@ def check_clip(points: list[dict]) -> dict:
         tea_at = front_at(tea_bg, balanced["flops_cut"])
         bg_lead = None if tea_at is None else balanced["psnr"]["background"] - tea_at
     return {"front_lead_db": lead, "front_lead_at_cut": at, "front_ok": lead is not None and lead >= 0,
-            "balanced_bg_lead_db": bg_lead, "balanced_bg_ok": bg_lead is not None and bg_lead >= 0}
+            "balanced_bg_lead_db": bg_lead, "balanced_bg_ok": bg_lead is not None and bg_lead >= 0,
+            **check_visible(sweep_points)}
+
+
+def check_visible(sweep_points: list[dict]) -> dict:
+    """Issue 26: hetcache's visible-region front against step-only reuse with the forecast, at VISIBLE_CUTS.
+
+    At each cut the step-only front reaches: lead = hetcache - step-only (None when hetcache's front
+    does not reach the cut: a failure). No step-only points (the reference was not run): no verdict.
+    """
+    if not any(p["method"] == "forecast-reuse" for p in sweep_points):
+        return {"visible_leads_db": {}, "visible_ok": None}
+    het, ref = front_of(sweep_points, "hetcache", "visible"), front_of(sweep_points, "forecast-reuse", "visible")
+    leads = {}
+    for cut in VISIBLE_CUTS:
+        b = front_at(ref, cut)
+        if b is None:
+            continue
+        a = front_at(het, cut)
+        leads[f"{cut:g}"] = None if a is None else a - b
+    ok = all(v is not None and v >= -VISIBLE_TOLERANCE_DB for v in leads.values())
+    return {"visible_leads_db": leads, "visible_ok": ok}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -157,7 +188,9 @@ def summarise(rows: list[dict]) -> dict:
     cut_median = statistics.median(p["flops_cut"] for p, _ in balanced)
     median_ok = (median_point["psnr"]["inside"] >= MEDIAN_TARGET["psnr_inside"]
                  and median_point["flops_cut"] >= MEDIAN_TARGET["cut"])
+    visible = [r["checks"].get("visible_ok") for r in rows]
     return {
+        "visible_ok": None if any(v is None for v in visible) else all(visible),
         "front_ok": all(r["checks"]["front_ok"] for r in rows),
         "balanced_bg_ok": all(r["checks"]["balanced_bg_ok"] for r in rows),
         "median_clip": f"{median_row['clip']} g={median_row['guidance']:g}",

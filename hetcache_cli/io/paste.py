@@ -16,7 +16,7 @@ import numpy as np
 
 from hetcache_cli.errors import InputError
 
-__all__ = ["paste_back", "paste_region"]
+__all__ = ["paste_alpha", "paste_back", "paste_region"]
 
 
 def _ellipse(radius_px: int) -> np.ndarray:
@@ -44,6 +44,12 @@ def _alpha(mask: np.ndarray, dilation_px: int, feather_px: int) -> np.ndarray:
     alpha = np.where(band, blurred, 0.0).astype(np.float32)
     alpha[mask] = 1.0
     return alpha
+
+
+def paste_alpha(mask: np.ndarray, dilation_px: int = 4, feather_px: int = 4) -> np.ndarray:
+    """float32 [F, H, W]: the blend weight `paste_back` gives the edited pixels (1 in the mask, 0 beyond the band)."""
+    _check_px(dilation_px, feather_px)
+    return np.stack([_alpha(m.astype(bool), dilation_px, feather_px) for m in mask])
 
 
 def paste_region(mask: np.ndarray, dilation_px: int = 4, feather_px: int = 4) -> np.ndarray:
