@@ -351,7 +351,7 @@ class HetCacheHook(ModelHook):
                 state.kv_forecast.begin_partial(t)
             return fw.forward_partial(module, inputs, rope, state, config.use_triton, t)
         if state.kv_forecast is not None:
-            state.kv_forecast.begin_full(t)
+            state.kv_forecast.begin_full(t, run.static_active)  # rows every PARTIAL step recomputes need no slope
         hetcache = run.plan.method == "hetcache"
         # One active set per step for all guidance branches: the first branch's FULL step chooses it, the
         # others take it. Different sets per branch would leave a token fresh in one branch and stale in

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hetcache_cli.cache.kv_forecast import kv_forecast_bytes
 from hetcache_cli.kernels import scatter_tokens_
 
 FP8 = torch.float8_e4m3fn
@@ -40,7 +41,7 @@ class CacheLayout:
     host: bool = False
     text_kv: bool = False
     forecast: bool = False  # per-token residual slopes (forecast.py), in the residual's dtype
-    forecast_kv: bool = False  # per-layer K/V slopes (kv_forecast.py): float K/V on the device only
+    forecast_kv: bool = False  # per-layer K/V slopes (kv_forecast.py, int8 on a share of the rows): float K/V on the device only
 
     @property
     def quantised(self) -> bool:
@@ -81,7 +82,7 @@ def cache_bytes(
         "staging": 2 * 2 * rows * itemsize(layout.kv_dtype) if (layers and layout.host) else 0,
         # slopes [B, N, D] + the time of each token's last computed value (float32) and a seen flag (bool)
         "forecast": (rows * itemsize(layout.residual_dtype) + n_tokens * 5 if layout.forecast else 0)
-        + (layers * 2 * rows * itemsize(layout.kv_dtype) if layout.forecast_kv else 0),
+        + (kv_forecast_bytes(layers, batch, n_tokens, dim) if (layers and layout.forecast_kv) else 0),
         "text_kv": (2 * text_layers + 1) * batch * text_len * dim * itemsize(model_dtype) if layout.text_kv else 0,
     }
     parts = {k: branches * v for k, v in parts.items()}

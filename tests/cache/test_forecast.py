@@ -136,30 +136,66 @@ def test_guidance_branches_share_one_active_set(transformer):
     assert not torch.equal(own, shared)
 
 
-def test_kv_forecast_extrapolates_between_full_steps_and_keeps_the_full_values():
+def _two_full_steps(keep, fresh=None, shape=(1, 6, 4)):
     from hetcache_cli.cache.kv_forecast import KVForecast
     from hetcache_cli.cache.storage import KVSlot
 
     g = torch.Generator().manual_seed(3)
-    shape = (1, 6, 4)
     a = torch.randn(2, *shape, generator=g)  # K/V at t = 0
     b = torch.randn(2, *shape, generator=g)  # their slope per unit of t / 1000
     buffer = torch.zeros(1, 2, *shape)
-    fc = KVForecast(1, shape, torch.float32, torch.device("cpu"))
+    fc = KVForecast(1, shape, torch.float32, torch.device("cpu"), keep=keep)
     (slot,) = fc.wrap([KVSlot(buffer[0, 0], buffer[0, 1])])
     for t in (900.0, 700.0):  # two FULL steps
-        fc.begin_full(t)
+        fc.begin_full(t, fresh)
         slot.store(*(a + b * (t / 1000.0)))
     fc.begin_partial(500.0)
+    return a, b, buffer, slot
+
+
+def test_kv_forecast_extrapolates_between_full_steps_and_keeps_the_full_values():
+    a, b, buffer, slot = _two_full_steps(keep=1.0)
     idx = torch.tensor([[1, 4]])
     fresh_k, fresh_v = torch.full((1, 2, 4), 7.0), torch.full((1, 2, 4), -7.0)
     k, v = slot.update(idx, fresh_k, fresh_v, torch.float32)
     expect_k, expect_v = a + b * 0.5
     expect_k[:, [1, 4]], expect_v[:, [1, 4]] = fresh_k, fresh_v
-    torch.testing.assert_close(k, expect_k, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(v, expect_v, rtol=1e-5, atol=1e-5)
+    # int8 slopes with a scale per row: within half a step of 127 of the row's largest slope, times h = 0.2
+    tol = 0.2 * b.abs().max().item() / 127
+    torch.testing.assert_close(k, expect_k, rtol=0, atol=tol)
+    torch.testing.assert_close(v, expect_v, rtol=0, atol=tol)
+    assert not torch.allclose(k[0, 0], (a + b * 0.7)[0, 0, 0], atol=tol)  # moved off the FULL value
     # the cache still holds the FULL step's values: the anchor of the line
     torch.testing.assert_close(buffer[0, 0], (a + b * 0.7)[0])
+
+
+def test_kv_forecast_keeps_the_rows_that_moved_most_and_not_the_recomputed_ones():
+    shape = (1, 8, 4)
+    a, b, buffer, slot = _two_full_steps(keep=0.5, fresh=torch.tensor([0]), shape=shape)
+    moved = b.square().sum(dim=(0, 1, 3))  # [N]: how far each token's K and V move per unit of time
+    moved[0] = -1  # token 0 is recomputed on every PARTIAL step
+    kept = set(torch.topk(moved, 4).indices.tolist())
+    k, v = slot.update(torch.tensor([[0]]), torch.zeros(1, 1, 4), torch.zeros(1, 1, 4), torch.float32)
+    at_full = (a + b * 0.7)[0, 0]
+    extrapolated = (a + b * 0.5)[0, 0]
+    tol = 0.2 * b.abs().max().item() / 127
+    for n in range(1, 8):
+        want = extrapolated[n] if n in kept else at_full[n]
+        torch.testing.assert_close(k[0, n], want, rtol=0, atol=tol)
+    assert 0 not in kept and len(kept) == 4
+
+
+@pytest.mark.parametrize("dtype, dim", [(torch.bfloat16, 96), (torch.bfloat16, 1536), (torch.float32, 96),
+                                        (torch.float16, 64)])
+def test_kv_forecast_tensors_take_at_most_a_quarter_of_the_kv_caches(dtype, dim):
+    from hetcache_cli.cache.kv_forecast import KVForecast, kv_forecast_bytes
+
+    layers, shape = 3, (1, 400, dim)
+    fc = KVForecast(layers, shape, dtype, torch.device("cpu"))
+    kv = torch.zeros(layers, 2, *shape, dtype=dtype)
+    held = sum(t.numel() * t.element_size() for t in fc.tensors)
+    assert held == kv_forecast_bytes(layers, 1, 400, dim)
+    assert held <= 0.25 * kv.numel() * kv.element_size()
 
 
 def test_kv_forecast_is_on_for_float_device_caches_only(transformer):

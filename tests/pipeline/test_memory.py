@@ -7,6 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from hetcache_cli.cache import ModelDims
+from hetcache_cli.cache.kv_forecast import kv_forecast_bytes
 from hetcache_cli.cache.state import cache_layout, cache_memory
 from hetcache_cli.cli.app import app
 from hetcache_cli.pipeline.memory import GIB, estimate, format_table, model_sizes
@@ -35,9 +36,10 @@ def test_caches_are_the_engines_estimate_and_the_design_figure(sizes):
     assert est["gpu_cache_bytes"] == cache_memory(dims, 32760, 2, layout, torch.bfloat16)["device"]
     kv = 2 * 48 * 2 * 32760 * 5120 * 2
     assert kv / GIB == pytest.approx(60.0, abs=0.1)  # docs/method.md section 7: 60 GiB of K/V
-    # the default forecast (linear) keeps K/V slopes: one more K/V cache
+    # the default forecast (linear) keeps K/V slopes: int8 on 45% of the rows, at most a quarter of the K/V
     default = estimate(sizes["wan2.1-vace-14b"], 81, 480, 832, "bfloat16", "cuda", "group")
-    assert default["gpu_cache_bytes"] - est["gpu_cache_bytes"] == kv
+    slopes = default["gpu_cache_bytes"] - est["gpu_cache_bytes"]
+    assert slopes == 2 * kv_forecast_bytes(48, 1, 32760, 5120) and 0.2 * kv < slopes <= 0.25 * kv
     host = estimate(sizes["wan2.1-vace-14b"], 81, 480, 832, "bfloat16", "cpu", "model")
     assert host["gpu_cache_bytes"] < est["gpu_cache_bytes"] / 10 and host["host_bytes"] > 60 * GIB
     assert host["fits_gb"] == [48, 80] and est["fits_gb"] == [80]
