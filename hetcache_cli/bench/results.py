@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hetcache_cli.bench.methods import Method
-from hetcache_cli.eval import compare_videos
+from hetcache_cli.eval import PSNR_CAP_DB, compare_videos
+from hetcache_cli.eval.visible import visible_alpha, visible_psnr
 from hetcache_cli.pipeline.edit import EditPlan
 
 OK, BROKEN, NO_EFFECT, FAILED, MISSING = "ok", "broken", "no effect", "failed", "not installed"
@@ -105,7 +106,13 @@ def judge(res: MethodResult, base: MethodResult) -> None:
     """Quality against uncached, and the status of a method that ran: ok, no effect or broken."""
     if res.raw is None:
         return
-    res.quality = compare_videos(res.raw, base.raw, res.prep.mask.dense())
+    mask = res.prep.mask.dense()
+    res.quality = compare_videos(res.raw, base.raw, mask)
+    # what reaches the output: the mask and the band the paste-back blends, with its alpha (eval/visible.py)
+    spec = res.prep.spec
+    alpha = visible_alpha(mask, spec.paste_dilation, spec.paste_feather, spec.paste_back)
+    visible = visible_psnr(res.raw, base.raw, alpha)
+    res.quality["psnr"]["visible"] = None if visible is None else min(visible, PSNR_CAP_DB)
     if res is base:
         return
     skipped = res.flops["total"] < NO_SKIP_FRACTION * base.flops["total"]

@@ -95,17 +95,23 @@ def psnr_inside(row: dict) -> float | None:
     return (quality.get("psnr") or {}).get("inside")
 
 
+def psnr_visible(row: dict) -> float | None:
+    """PSNR after paste-back over the mask and its paste band (eval/visible.py); in-mask for older reports."""
+    psnr = (row.get("quality") or {}).get("psnr") or {}
+    return psnr.get("visible", psnr.get("inside"))
+
+
 def fronts(rows: Sequence[dict], x: str = "flops_cut", plotted=("ok", "broken")) -> dict[str, list[dict]]:
-    """Per method family, its Pareto front of in-mask PSNR against `x` (rows that ran and changed something)."""
+    """Per method family, its Pareto front of visible-region PSNR against `x` (rows that ran and changed something)."""
     by_family: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("status") in plotted and row["method"] != "none":
             by_family.setdefault(row["family"], []).append(row)
-    return {family: pareto_front(group, lambda r: r.get(x), psnr_inside) for family, group in by_family.items()}
+    return {family: pareto_front(group, lambda r: r.get(x), psnr_visible) for family, group in by_family.items()}
 
 
 def combine(reports: Sequence[dict]) -> list[dict]:
-    """One row per method over several clips' reports: worst in-mask PSNR, mean cuts and speedups."""
+    """One row per method over several clips' reports: worst visible-region and in-mask PSNR, mean cuts and speedups."""
     rows: dict[str, list[dict]] = {}
     for report in reports:
         for row in report["methods"]:
@@ -121,6 +127,9 @@ def combine(reports: Sequence[dict]) -> list[dict]:
         psnrs = [psnr_inside(r) for r in ran if psnr_inside(r) is not None]
         combined["psnr_inside_min"] = min(psnrs) if psnrs else None
         combined["psnr_inside_mean"] = statistics.mean(psnrs) if psnrs else None
-        combined["quality"] = {"psnr": {"inside": combined["psnr_inside_min"]}}
+        visible = [psnr_visible(r) for r in ran if psnr_visible(r) is not None]
+        combined["psnr_visible_min"] = min(visible) if visible else None
+        combined["psnr_visible_mean"] = statistics.mean(visible) if visible else None
+        combined["quality"] = {"psnr": {"inside": combined["psnr_inside_min"], "visible": combined["psnr_visible_min"]}}
         out.append(combined)
     return out

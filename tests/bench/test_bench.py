@@ -38,17 +38,18 @@ def test_bench_end_to_end(small_clip, tiny_model_dir, tmp_path):
     none = rows["none"]
     assert none["speedup"] == pytest.approx(1.0) and none["flops_cut"] == pytest.approx(1.0)
     assert none["quality"]["psnr"]["inside"] == 100.0  # identical to itself (capped)
+    assert none["quality"]["psnr"]["visible"] == 100.0
     for label in ("teacache:fast", "hetcache:fast"):
         row = rows[label]
         assert row["flops_cut"] > 1.0
         assert row["speedup"] > 0 and row["wall_s"] > 0
-        assert set(row["quality"]["psnr"]) == {"all", "inside", "margin", "background"}
+        assert set(row["quality"]["psnr"]) == {"all", "inside", "margin", "background", "visible"}
         assert row["decisions"]["full"] >= 1
     assert rows["hetcache:fast"]["schedule"][0] == "F"
     for name in ("bench.md", "bench.json", "bench.png", "none.mp4", "teacache_fast.mp4", "hetcache_fast.mp4"):
         assert (out / name).is_file(), name
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| hetcache:fast |" in (out / "bench.md").read_text()
+    assert "| hetcache:fast |" in (out / "bench.md").read_text() and "PSNR visible" in (out / "bench.md").read_text()
 
 
 def test_pareto_front_keeps_the_points_nothing_beats():

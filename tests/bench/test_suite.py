@@ -97,6 +97,9 @@ def test_run_clip_scores_against_uncached_and_reuses_the_conditioning(tiny_model
     assert len(encodes) == 1  # one VAE encode for all four runs
     same, cached, preset = row["points"]
     assert same["flops_cut"] == pytest.approx(1.0) and same["psnr"]["inside"] == 100.0
+    assert same["psnr"]["visible"] == 100.0
+    # the visible region is the mask and its paste band: between the in-mask and the whole-frame errors
+    assert cached["psnr"]["visible"] < 100.0 and cached["psnr"]["visible"] >= cached["psnr"]["inside"] - 3
     assert cached["flops_cut"] > 1.3 and cached["schedule"] == "FRPF"
     assert math.isfinite(cached["psnr"]["background"]) and cached["psnr"]["inside"] < 100.0
     assert preset["psnr"] == cached["psnr"]  # the same setting is one run
@@ -119,3 +122,23 @@ def test_merge_reports_takes_the_methods_not_rerun_and_recomputes_the_checks():
     assert merged["merged_methods"] == ["teacache"]
     with pytest.raises(ValueError, match="20-step"):
         merge_reports(new, {**earlier, "steps": 20})
+
+
+def test_visible_check_compares_with_step_only_reuse_at_the_cuts_it_reaches():
+    from hetcache_cli.bench.suite import check_visible
+
+    def p(method, cut, visible):
+        return {**_p(method, cut, visible, visible), "psnr": {"visible": visible, "inside": visible,
+                                                             "background": visible}}
+
+    ref = [p("forecast-reuse", 1.5, 70), p("forecast-reuse", 3.0, 55)]  # reaches 1.5x, 2x and 3x
+    het = [p("hetcache", 1.4, 72), p("hetcache", 3.0, 54.7)]
+    checks = check_visible(ref + het)
+    assert set(checks["visible_leads_db"]) == {"1.5", "2", "3"}
+    assert checks["visible_ok"]  # 3x: 54.7 against 55: within the 0.5 dB tolerance
+    assert checks["visible_leads_db"]["3"] == pytest.approx(-0.3)
+    worse = check_visible(ref + [p("hetcache", 1.4, 72), p("hetcache", 3.0, 54.3)])
+    assert not worse["visible_ok"] and worse["visible_leads_db"]["3"] == pytest.approx(-0.7)
+    short = check_visible(ref + [p("hetcache", 1.4, 72), p("hetcache", 2.5, 60)])  # does not reach 3x
+    assert short["visible_leads_db"]["3"] is None and not short["visible_ok"]
+    assert check_visible(het)["visible_ok"] is None  # no step-only sweep: no verdict
