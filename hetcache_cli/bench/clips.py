@@ -142,4 +142,51 @@ def suite_clips(frames: int = 17, height: int = 128, width: int = 160) -> list[S
     track = disc_track(f, h, w, start=(0.35 * h, 0.25 * w), velocity=(0.15, 0.025 * w), radius=0.11 * h)
     clips.append(SuiteClip("photo-zoom-moving", f"camera zoom into a photograph ({source}); small disc mask "
                            "moving across it", video, track, "a yellow ball"))
+    clips.append(window_clip(f, h, w))  # issue 26: a window that starts from known frames
+    clips.append(crop_clip(h, w, f))  # issue 26: what `crop: auto` gives the model of a high-resolution clip
     return clips
+
+
+def window_clip(frames: int = 17, height: int = 128, width: int = 160, overlap: int = 8) -> SuiteClip:
+    """The second window of a windowed edit (pipeline/windows.py): its first frames are known.
+
+    A ball crosses a panning texture over a clip twice a window long; the clip is the frames of the
+    second window that `plan_windows` cuts, with its mask as `window_mask` gives it (0 on the known
+    frames) and the known frames as the first window's edit left them (the ball already red).
+    """
+    from hetcache_cli.pipeline.windows import plan_windows, window_mask
+
+    total = 2 * frames - 1
+    window = plan_windows(total, frames, overlap)[1]
+    ball = dict(radius=0.12 * height, start=(0.5 * height, 0.1 * width), velocity=(0.1, 0.8 * width / total))
+    source, cover = render(SceneSpec(total, height, width, pan=(0.2, 0.6), texture_seed=11,
+                                     shapes=[MovingShape("ball", "white", **ball)]))
+    edited, _ = render(SceneSpec(total, height, width, pan=(0.2, 0.6), texture_seed=11,
+                                 shapes=[MovingShape("ball", "red", **ball)]))
+    video = source[window.start : window.stop].copy()
+    video[: window.known] = edited[window.start : window.start + window.known]
+    mask = window_mask(_dilate(cover > 0.02, 3)[window.start : window.stop], window)
+    return SuiteClip("window-second", f"second window of a windowed edit: frames {window.start}-{window.stop - 1} "
+                     f"of {total}, the first {window.known} known (mask 0, the first window's red ball), "
+                     "procedural texture, panning camera, moving mask", video, mask, "a red ball")
+
+
+def crop_clip(height: int = 128, width: int = 160, frames: int = 17, scale: float = 2.5) -> SuiteClip:
+    """A crop of a high-resolution clip, as `crop: auto` makes it (io/crop.py), at the suite's token budget.
+
+    A camera pans over a photograph at `scale` times the suite's size; a small disc moves across it.
+    The model sees the box around the mask (grown by the paste band, times the crop context) scaled
+    down to at most height x width pixels, as an edit of the high-resolution clip would give it.
+    """
+    from hetcache_cli.io.crop import crop_frames, crop_mask, crops_for_boxes, mask_box
+
+    H, W = int(height * scale), int(width * scale)
+    image, source = photograph("rocket")
+    video = camera(image, frames, H, W, start=(220.0, 300.0), velocity=(0.5, 1.5))
+    track = disc_track(frames, H, W, start=(0.4 * H, 0.35 * W), velocity=(0.1, 0.006 * W), radius=0.07 * H)
+    (crop,) = crops_for_boxes([mask_box(track)], (H, W), context=2.0, min_size=int(0.6 * height * scale),
+                              max_area=height * width, margin=4 + 2 * 4 + 2)
+    return SuiteClip("photo-crop-hires", f"a crop of a {W}x{H} pan over a photograph ({source}): the box "
+                     f"{crop.src_width}x{crop.src_height} around a small moving disc, worked at "
+                     f"{crop.width}x{crop.height} (crop: auto)", crop_frames(video, crop), crop_mask(track, crop),
+                     "a yellow ball")

@@ -60,7 +60,8 @@ def test_clip_checks_compare_fronts_and_balanced_background():
 def test_suite_clips_cover_the_cases_and_are_deterministic():
     clips = suite_clips(frames=9, height=64, width=80)
     again = suite_clips(frames=9, height=64, width=80)
-    assert [c.name for c in clips] == ["shapes-path", "shapes-track", "photo-pan-large", "photo-zoom-moving"]
+    assert [c.name for c in clips] == ["shapes-path", "shapes-track", "photo-pan-large", "photo-zoom-moving",
+                                       "window-second", "photo-crop-hires"]
     for c, d in zip(clips, again):
         assert c.frames.shape == (9, 64, 80, 3) and c.frames.dtype == np.uint8
         assert c.mask.shape == (9, 64, 80) and c.mask.dtype == bool
@@ -70,6 +71,22 @@ def test_suite_clips_cover_the_cases_and_are_deterministic():
     assert {c.moving_mask for c in clips} == {True, False}
     fractions = [c.mask_fraction for c in clips]
     assert min(fractions) < 0.06 and max(fractions) > 0.25  # small and large masks
+
+
+def test_window_clip_starts_from_known_frames_and_crop_clip_is_what_crop_auto_gives():
+    from hetcache_cli.bench.clips import crop_clip, window_clip
+    from hetcache_cli.pipeline.windows import plan_windows
+
+    window = plan_windows(2 * 17 - 1, 17, 8)[1]
+    clip = window_clip()
+    assert window.known == 4 and clip.frames.shape[0] == window.model_frames == 17
+    assert not clip.mask[: window.known].any() and clip.mask[window.known :].any(axis=(1, 2)).all()
+    # the known frames carry the first window's edit: a red ball where the source has a white one
+    red = (clip.frames[..., 0] > 180) & (clip.frames[..., 1] < 90) & (clip.frames[..., 2] < 90)
+    assert red[: window.known].any(axis=(1, 2)).all() and not red[window.known :].any()
+    crop = crop_clip(128, 160, 17)
+    assert crop.frames.shape == (17, 128, 160, 3) and "crop: auto" in crop.description
+    assert "240x192" in crop.description  # a box of the 400x320 source, scaled down to the model's size
 
 
 def test_run_clip_scores_against_uncached_and_reuses_the_conditioning(tiny_model_dir):
