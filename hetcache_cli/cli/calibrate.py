@@ -22,7 +22,8 @@ Examples:
   hetcache calibrate clip.mp4 -m mask.png -p "a red car" --model ./wan-vace-1.3b --targets quality=38,balanced=32,fast=27
 
 Runs the uncached edit and a grid of HetCache settings on every clip, then writes, for each preset,
-the cheapest setting (largest measured FLOPs cut) whose worst in-mask PSNR against the uncached output
+the cheapest setting (largest measured FLOPs cut) whose worst PSNR in the mask and its paste band
+(what reaches the output after paste-back) against the uncached output
 meets its target (defaults: quality 40, balanced 33, fast 28 dB). `--preset NAME` then uses them for
 that model. --write auto puts them in a local model folder's hetcache_defaults.json (if writable), else
 in the user config folder ($HETCACHE_CONFIG_DIR, else ~/.config/hetcache) under models/<model>/.
@@ -34,7 +35,7 @@ Specs = Annotated[
 ]
 Targets = Annotated[
     Optional[str],
-    typer.Option("--targets", help="In-mask PSNR targets in dB, e.g. quality=40,balanced=33,fast=28 [default: those]."),
+    typer.Option("--targets", help="PSNR targets in dB (mask + paste band), e.g. quality=40,balanced=33,fast=28 [default: those]."),
 ]
 Write = Annotated[
     str,
@@ -144,15 +145,15 @@ def calibrate(
 
 
 def summary_text(result) -> str:
-    lines = ["| candidate | schedule | FLOPs cut | PSNR in (worst clip) |", "|---|---|---|---|"]
+    lines = ["| candidate | schedule | FLOPs cut | PSNR visible (worst clip) | PSNR in (worst clip) |",
+             "|---|---|---|---|---|"]
     for row in sorted(result.candidates, key=lambda r: r["flops_cut"] or 0.0):
-        psnr = row["psnr_inside_min"]
-        lines.append(f"| {row['method']} | {row['schedule']} | {row['flops_cut']:.3f} | "
-                     f"{'-' if psnr is None else f'{psnr:.1f}'} |")  # fmt: skip
+        shown = ["-" if row[k] is None else f"{row[k]:.1f}" for k in ("psnr_visible_min", "psnr_inside_min")]
+        lines.append(f"| {row['method']} | {row['schedule']} | {row['flops_cut']:.3f} | {shown[0]} | {shown[1]} |")
     lines.append("")
     for name, chosen in result.chosen.items():
         lines.append(f"{name}: {chosen['candidate']} ({chosen['flops_cut']:.2f}x fewer FLOPs, "
-                     f"{chosen['psnr_inside_min']:.1f} dB >= {chosen['target']:g} dB)")  # fmt: skip
+                     f"{chosen['psnr_visible_min']:.1f} dB in the mask and its paste band >= {chosen['target']:g} dB)")  # fmt: skip
     for name, why in result.missed.items():
         lines.append(f"{name}: not written ({why}); the shipped preset stays in use")
     return "\n".join(lines)

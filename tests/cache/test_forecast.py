@@ -207,5 +207,8 @@ def test_kv_forecast_is_on_for_float_device_caches_only(transformer):
             call(transformer, "cond", make_inputs(transformer, 0))
             state = handle.state_manager._state_cache["cond"]
             assert (state.kv_forecast is not None) == on, (forecast, cache_dtype)
+            if on:  # issue 26: the tensors it holds, at most a quarter of the K/V caches' bytes
+                held = sum(t.numel() * t.element_size() for t in state.kv_forecast.tensors)
+                assert 0 < held <= 0.25 * state.kv_buffer.numel() * state.kv_buffer.element_size()
             assert state.forecast is not None
             remove_hetcache(transformer)
