@@ -71,7 +71,7 @@ class HetCacheConfig:
             computed step); `residual` that residual extrapolated along the line through its last two computed
             values (per token, against the timestep; exact for residuals linear in t; one more residual-sized
             tensor per branch); `linear` that, and PARTIAL steps attend to each layer's K/V extrapolated from the
-            last two FULL steps (float K/V on the device only: int8 slopes of the 45% of each layer's tokens that moved
+            last two FULL steps (float K/V on the device only: 4-bit slopes of the 80% of each layer's tokens that moved
             most, under a quarter of the K/V caches in bfloat16). `auto` = `linear`
             for `hetcache`, `none` for `teacache` (the classic baseline).
         cache_dtype (`str`, defaults to `"auto"`):

@@ -69,7 +69,7 @@ def estimate_cache_memory(
     `float8_e4m3fn` adds a scale per layer and head and keeps the residual in `model_dtype`; `host`
     adds the two staging layers on the device; a residual `forecast` adds its slopes (one more
     residual-sized tensor) and a float32 and a bool per token; `forecast_kv` (with `forecast`, float
-    K/V on the device) int8 slopes on a share of the rows (`kv_forecast.kv_forecast_bytes`).
+    K/V on the device) 4-bit slopes on a share of the rows (`kv_forecast.kv_forecast_bytes`).
     """
     dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     model_dtype = model_dtype or (torch.bfloat16 if dtype == FP8 else dtype)

@@ -36,7 +36,7 @@ def test_caches_are_the_engines_estimate_and_the_design_figure(sizes):
     assert est["gpu_cache_bytes"] == cache_memory(dims, 32760, 2, layout, torch.bfloat16)["device"]
     kv = 2 * 48 * 2 * 32760 * 5120 * 2
     assert kv / GIB == pytest.approx(60.0, abs=0.1)  # docs/method.md section 7: 60 GiB of K/V
-    # the default forecast (linear) keeps K/V slopes: int8 on 45% of the rows, at most a quarter of the K/V
+    # the default forecast (linear) keeps K/V slopes: 4 bits on 80% of the rows, at most a quarter of the K/V
     default = estimate(sizes["wan2.1-vace-14b"], 81, 480, 832, "bfloat16", "cuda", "group")
     slopes = default["gpu_cache_bytes"] - est["gpu_cache_bytes"]
     assert slopes == 2 * kv_forecast_bytes(48, 1, 32760, 5120) and 0.2 * kv < slopes <= 0.25 * kv
