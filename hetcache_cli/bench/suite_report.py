@@ -41,7 +41,8 @@ def points_table(row: dict) -> str:
         d = p["decisions"]
         q = p["psnr"]
         lines.append(f"| {p['label']} | `{p['schedule']}` | {d['full']}/{d['partial']}/{d['reuse']} | "
-                     f"{p['flops_cut']:.2f} | {_db(q.get('visible'))} | {_db(q['inside'])} | {_db(q['margin'])} | {_db(q['background'])} |")
+                     f"{p['flops_cut']:.2f} | {_db(q.get('visible'))} | "
+                     f"{_db(q['inside'])} | {_db(q['margin'])} | {_db(q['background'])} |")
     return "\n".join(lines)
 
 

@@ -59,7 +59,7 @@ def unpack4(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class KVForecast:
-    """One branch's K/V slopes: per layer the kept rows [R], their 4-bit slopes [2, B, R, D / 2] and scales [2, B, R]."""
+    """One branch's K/V slopes: per layer the kept rows [R], 4-bit slopes [2, B, R, D / 2], scales [2, B, R]."""
 
     def __init__(self, layers: int, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
                  keep: float = KEEP_FRACTION) -> None:

@@ -41,7 +41,8 @@ class CacheLayout:
     host: bool = False
     text_kv: bool = False
     forecast: bool = False  # per-token residual slopes (forecast.py), in the residual's dtype
-    forecast_kv: bool = False  # per-layer K/V slopes (kv_forecast.py, 4 bits on a share of the rows): float K/V on the device only
+    # per-layer K/V slopes (kv_forecast.py, 4 bits on a share of the rows): float K/V on the device only
+    forecast_kv: bool = False
 
     @property
     def quantised(self) -> bool:

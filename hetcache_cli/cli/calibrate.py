@@ -153,7 +153,8 @@ def summary_text(result) -> str:
     lines.append("")
     for name, chosen in result.chosen.items():
         lines.append(f"{name}: {chosen['candidate']} ({chosen['flops_cut']:.2f}x fewer FLOPs, "
-                     f"{chosen['psnr_visible_min']:.1f} dB in the mask and its paste band >= {chosen['target']:g} dB)")  # fmt: skip
+                     f"{chosen['psnr_visible_min']:.1f} dB in the mask and its paste band "
+                     f">= {chosen['target']:g} dB)")  # fmt: skip
     for name, why in result.missed.items():
         lines.append(f"{name}: not written ({why}); the shipped preset stays in use")
     return "\n".join(lines)
