@@ -42,9 +42,9 @@ def test_calibrate_on_the_demo_model_writes_presets_that_meet_their_targets(tmp_
         assert row["quality"]["psnr"]["visible"] >= DEFAULT_TARGETS[name]  # the metric calibrate chose on
         assert row["flops_cut"] == pytest.approx(result["chosen"][name]["flops_cut"])
         cuts.append(row["flops_cut"])
-    # ordered as the targets fall (calibrate.py); on the visible-region measure balanced and fast pick the same
-    # 4.91x candidate on this 5-frame clip (on the in-mask measure fast took a 5.66x one)
-    assert cuts[0] < cuts[1] <= cuts[2]
+    # ordered as the targets fall (calibrate.py: ties allowed); on the visible-region measure quality and balanced
+    # take the same 4.91x candidate on this 5-frame clip (on the in-mask one quality took 4.33x, balanced 4.91x)
+    assert cuts[0] <= cuts[1] <= cuts[2]
 
 
 def test_targets_parse_and_must_fall_from_quality_to_fast():
