@@ -200,10 +200,12 @@ class _Heartbeat(threading.Thread):
 
 
 class RankGroup:
-    """A gloo process group with a timeout, a shared claim counter and a heartbeat (a context manager)."""
+    """A process group with a timeout, a shared claim counter and a heartbeat (a context manager).
 
-    def __init__(self, info: RankInfo, config: DistributedConfig | None = None) -> None:
-        self.info = info
+    gloo unless `backend` says otherwise (`run --parallel` on CUDA: "cpu:gloo,cuda:nccl")."""
+
+    def __init__(self, info: RankInfo, config: DistributedConfig | None = None, backend: str = "gloo") -> None:
+        self.info, self.backend = info, backend
         self.config = config or DistributedConfig()
         self._store = None
         self._heartbeat: _Heartbeat | None = None
@@ -214,7 +216,7 @@ class RankGroup:
         import torch.distributed as dist
 
         timeout = timedelta(seconds=self.config.timeout_s)
-        self._call("starting the process group", dist.init_process_group, backend="gloo", timeout=timeout)
+        self._call("starting the process group", dist.init_process_group, backend=self.backend, timeout=timeout)
         try:
             if torch.cuda.is_available():
                 # Libraries that touch "the current device" then use this rank's GPU, not GPU 0.
