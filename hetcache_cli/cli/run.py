@@ -260,7 +260,7 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
     def device_for(device: str) -> str:
         return rank_device(device, info.local_rank, cuda_count)
 
-    with RankGroup(info, config, "gloo" if layout is None else backend()) as group:
+    with RankGroup(info, config, "gloo" if layout is None else backend(), watch=layout is not None) as group:
         # Rank 0 reads the specs so that every rank plans from the same list.
         items = group.broadcast(collect_edits(specs) if lead else None)
         share = {i: estimate(*items[i], overwrite) for i in range(info.rank, len(items), info.world_size)}
@@ -281,6 +281,7 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
                 ran.append((i, outcome.to_dict()))
         group.wait_for_all()
         gathered = group.all_gather(ran)
+        group.stop_watching()
         by_index = [(i, d) for part in gathered for i, d in part]
         if sorted(i for i, _ in by_index) != list(range(len(items))):
             raise HetcacheError("ranks did not run each edit exactly once; report this with the command line")

@@ -83,7 +83,7 @@ def lead_edit(name, values, sub, layout, pool, overwrite, quiet, show_errors, pr
     from hetcache_cli.cli.run import Outcome, failed_outcome
     from hetcache_cli.pipeline.edit import resolve_outputs
     from hetcache_cli.pipeline.group_run import GroupDriver
-    from hetcache_cli.pipeline.parallel_edit import prepare_checked
+    from hetcache_cli.pipeline.parallel_edit import _first_line, prepare_checked
     from hetcache_cli.spec.load import build_spec
 
     start = time.perf_counter()
@@ -117,7 +117,7 @@ def lead_edit(name, values, sub, layout, pool, overwrite, quiet, show_errors, pr
             raise
         if driver.broken:  # the group's ranks are inside a pipeline call this rank left: they cannot go on
             raise HetcacheError(f"rank {sub.global_rank}: {name} failed inside a pipeline call of its group "
-                                f"{sub.ranks} ({type(exc).__name__}: {exc}); the group cannot go on") from exc  # fmt: skip
+                                f"{sub.ranks} ({type(exc).__name__}: {_first_line(exc)}); the group cannot go on") from exc  # fmt: skip
         driver.finish()
         return failed_outcome(name, exc, start, show_errors, prefix)
     driver.finish()

@@ -2,15 +2,18 @@
 edit of the same spec, only the groups' first ranks write. Own lane: `python -m pytest -q -m distributed`."""
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import yaml
 
-from tests.distributed.test_parallel import env, read_frames, torchrun
+from tests.distributed.test_parallel import env, free_port, read_frames, torchrun
 
 pytestmark = pytest.mark.distributed
 
@@ -72,3 +75,41 @@ def test_run_parallel_needs_a_multiple_of_the_layout(tmp_path):
     assert errors == ["error: run --parallel cfg runs each edit on 2 ranks, and 3 ranks do not split into groups "
                       "of 2: start it with torchrun --nproc-per-node 2 or 4"], proc.stderr[-4000:]  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.yaml"]
+
+
+def test_killed_rank_ends_every_rank(small_clip, tiny_model_dir, tmp_path):
+    """Both groups busy with a long edit, SIGKILL on rank 1: rank 0 exits 1 with one error line at once, the other
+    group's ranks (whose own collectives do not notice) exit 1 within 60 s (--rank-timeout 20); no output file."""
+    common = {"video": str(small_clip["video"]), "mask": str(small_clip["mask"]), "prompt": "p",
+              "model": str(tiny_model_dir), "steps": 500, "guidance_scale": 3.0, "cache": {"schedule": "F" * 500}}
+    edits = [{"output": "a.mp4"}, {"output": "b.mp4"}]
+    (tmp_path / "batch.yaml").write_text(yaml.safe_dump({"defaults": common, "edits": edits}))
+    port = free_port()
+    procs = []
+    for rank in range(4):
+        rank_env = dict(env(), RANK=str(rank), WORLD_SIZE="4", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="4",
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # fmt: skip
+        args = ["-m", "hetcache_cli", "run", "batch.yaml", "--parallel", "cfg", "--rank-timeout", "20"]
+        procs.append(subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=rank_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while sum(p.name.startswith(".") for p in tmp_path.iterdir()) < 2:  # both leaders' work folders
+            assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(2)
+        assert all(p.poll() is None for p in procs)
+        os.kill(procs[1].pid, signal.SIGKILL)
+        killed = time.monotonic()
+        errs = {r: procs[r].communicate(timeout=90)[1] for r in (0, 2, 3)}
+        waited = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    print(f"every rank gone {waited:.1f} s after the kill")
+    assert waited < 60, waited
+    assert [procs[r].returncode for r in (0, 2, 3)] == [1, 1, 1], errs
+    lines = [line for line in errs[0].splitlines() if line.strip()]
+    assert lines[-1].startswith("error: rank 0 lost the"), errs
+    assert not {"a.mp4", "b.mp4", "hetcache_run_summary.json"} & {p.name for p in tmp_path.iterdir()}
