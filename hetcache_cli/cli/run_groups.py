@@ -109,18 +109,22 @@ def lead_edit(name, values, sub, layout, pool, overwrite, quiet, show_errors, pr
     try:
         if errors:
             raise HetcacheError("; ".join(errors))
-        result = execute(local, pool, overwrite, quiet, label=Path(name).name, resume=resume, prep=prep, parallel=driver)
+        label = Path(name).name
+        result = execute(local, pool, overwrite, quiet, label=label, resume=resume, prep=prep, parallel=driver)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         if isinstance(exc, RankLost):
             raise
         if driver.broken:  # the group's ranks are inside a pipeline call this rank left: they cannot go on
-            raise HetcacheError(f"rank {sub.global_rank}: {name} failed inside a pipeline call of its group "
-                                f"{sub.ranks} ({type(exc).__name__}: {_first_line(exc)}); the group cannot go on") from exc  # fmt: skip
+            raise HetcacheError(
+                f"rank {sub.global_rank}: {name} failed inside a pipeline call of its group {sub.ranks} "
+                f"({type(exc).__name__}: {_first_line(exc)}); the group cannot go on"
+            ) from exc
         driver.finish()
         return failed_outcome(name, exc, start, show_errors, prefix)
     driver.finish()
     ratio = result.stats["summary"]["flops_ratio"]
     frames, device = result.stats["settings"]["frames"], result.stats["model"]["device"]
-    return Outcome(name, "done", str(result.output), time.perf_counter() - start, ratio, frames=frames, device=device)
+    seconds = time.perf_counter() - start
+    return Outcome(name, "done", str(result.output), seconds, ratio, frames=frames, device=device)
