@@ -17,6 +17,7 @@ import typer
 
 from hetcache_cli.cli import options as opt
 from hetcache_cli.cli.common import debug_enabled, error_message, handle_errors, print_json, setup_logging, stderr, stdout
+from hetcache_cli.cli.run_groups import RunParallel, backend, run_in_groups, run_layout
 from hetcache_cli.errors import HetcacheError, InputError
 
 EPILOG = """
@@ -28,12 +29,16 @@ Examples:
 
   torchrun --nproc-per-node 8 -m hetcache_cli run specs/*.yaml
 
+  torchrun --nproc-per-node 8 -m hetcache_cli run specs/*.yaml --parallel cfg
+
 A spec file holds one edit, or a list under `edits:` with optional shared `defaults:`.
 An edit whose output exists is skipped unless --overwrite; --resume continues interrupted
 long (windowed) edits from their first unfinished window. Exit 0 when every edit
 succeeded or was skipped, 2 when the only failures were bad input, 1 otherwise.
 Under torchrun / accelerate launch each rank runs whole edits on its own device
 (cuda:LOCAL_RANK), the longest first; rank 0 prints the table and writes --summary.
+With --parallel LAYOUT each edit runs on a group of ranks as `hetcache edit --parallel`
+does (N / layout size groups of consecutive ranks; N must be a multiple of the size).
 """
 
 SUMMARY_VERSION = 1
@@ -123,15 +128,18 @@ def run_one(
     except KeyboardInterrupt:
         raise
     except Exception as exc:
-        if debug_enabled():
-            raise
-        code = exc.exit_code if isinstance(exc, HetcacheError) else 1
-        message = error_message(exc) if isinstance(exc, HetcacheError) else f"{type(exc).__name__}: {error_message(exc)}"
-        if show_errors is None:
-            show_errors = not quiet
-        if show_errors:
-            stderr.print(f"{prefix}[red]failed:[/red] {name}: {message}", highlight=False)
-        return Outcome(name, "failed", seconds=time.perf_counter() - start, error=message, exit_code=code)
+        return failed_outcome(name, exc, start, not quiet if show_errors is None else show_errors, prefix)
+
+
+def failed_outcome(name: str, exc: Exception, start: float, show_errors: bool, prefix: str = "") -> Outcome:
+    """A failed edit as the summary records it (exit code 2 for bad input, 1 otherwise); re-raised under debug."""
+    if debug_enabled():
+        raise exc
+    code = exc.exit_code if isinstance(exc, HetcacheError) else 1
+    message = error_message(exc) if isinstance(exc, HetcacheError) else f"{type(exc).__name__}: {error_message(exc)}"
+    if show_errors:
+        stderr.print(f"{prefix}[red]failed:[/red] {name}: {message}", highlight=False)
+    return Outcome(name, "failed", seconds=time.perf_counter() - start, error=message, exit_code=code)
 
 
 def exit_code(outcomes: list[Outcome]) -> int:
@@ -195,6 +203,7 @@ def run(
     summary: Summary = None,
     rank_timeout: RankTimeout = None,
     resume: opt.Resume = False,
+    parallel: RunParallel = None,
 ) -> None:
     """Run every edit in the given spec files; failed edits do not stop the others."""
     start = time.perf_counter()
@@ -203,9 +212,17 @@ def run(
     from hetcache_cli.pipeline.distributed import rank_info_from_env
 
     info = rank_info_from_env()
+    layout = None
+    if parallel is not None:
+        try:
+            layout = run_layout(parallel, info)
+        except InputError:
+            if info is not None and info.rank != 0:  # every rank exits 2; rank 0 alone says why
+                raise typer.Exit(2) from None
+            raise
     if info is not None:
         raise typer.Exit(
-            run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume)
+            run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume, layout)
         )
     setup_logging(quiet or json_out)
     from hetcache_cli.pipeline.model import PipelinePool
@@ -223,8 +240,10 @@ def run(
     raise typer.Exit(exit_code(outcomes))
 
 
-def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume=False) -> int:
-    """This rank's share of the edits; every rank returns the same exit code, agreed from all outcomes."""
+def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume=False,
+                    layout=None) -> int:  # fmt: skip
+    """This rank's share of the edits (with `layout`: its group's, cli/run_groups.py); every rank returns the same
+    exit code, agreed from all outcomes."""
     import torch
 
     from hetcache_cli.pipeline.distributed import (
@@ -241,7 +260,7 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
     def device_for(device: str) -> str:
         return rank_device(device, info.local_rank, cuda_count)
 
-    with RankGroup(info, config) as group:
+    with RankGroup(info, config, "gloo" if layout is None else backend(), watch=layout is not None) as group:
         # Rank 0 reads the specs so that every rank plans from the same list.
         items = group.broadcast(collect_edits(specs) if lead else None)
         share = {i: estimate(*items[i], overwrite) for i in range(info.rank, len(items), info.world_size)}
@@ -250,7 +269,9 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
 
         pool = PipelinePool()
         ran: list[tuple[int, dict]] = []
-        for unit in group.claims(len(units)):
+        if layout is not None:
+            ran = run_in_groups(group, info, layout, items, units, pool, overwrite, silent, resume, device_for)
+        for unit in group.claims(len(units)) if layout is None else ():
             for i in units[unit]:
                 outcome = run_one(
                     *items[i], pool, overwrite, silent or not lead,
@@ -260,6 +281,7 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
                 ran.append((i, outcome.to_dict()))
         group.wait_for_all()
         gathered = group.all_gather(ran)
+        group.stop_watching()
         by_index = [(i, d) for part in gathered for i, d in part]
         if sorted(i for i, _ in by_index) != list(range(len(items))):
             raise HetcacheError("ranks did not run each edit exactly once; report this with the command line")
@@ -268,17 +290,22 @@ def run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeo
         ignore_sigterm()
         try:
             if lead:
-                report(outcomes, info.world_size, time.perf_counter() - start, summary, json_out, quiet)
+                report(outcomes, info.world_size, time.perf_counter() - start, summary, json_out, quiet, layout)
         finally:
             # torchrun stops every rank as soon as one exits non-zero: leave only once rank 0 has reported.
             group.barrier()
     return code
 
 
-def report(outcomes: list[Outcome], world_size: int, wall_s: float, summary: Path | None, json_out: bool, quiet: bool):
+def report(outcomes: list[Outcome], world_size: int, wall_s: float, summary: Path | None, json_out: bool, quiet: bool,
+           layout=None):  # fmt: skip
     from hetcache_cli.pipeline.distributed import DEFAULT_SUMMARY
 
     doc = summary_doc(outcomes, wall_s, world_size)
+    if layout is not None:  # each edit ran on the group led by its `rank`
+        from hetcache_cli.pipeline.group_run import edit_groups
+
+        doc["parallel"] = {"layout": str(layout), "groups": edit_groups(layout, world_size)}
     path = summary if summary is not None else Path(DEFAULT_SUMMARY)
     write_summary(path, doc)
     if json_out:

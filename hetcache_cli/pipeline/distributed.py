@@ -180,30 +180,59 @@ def ignore_sigterm() -> None:
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, store, key: str, period_s: float) -> None:
+    """Bumps this rank's counter; with `watch` (rank, world size, timeout) it also ends this process (exit 1, one
+    line) when another rank's counter is silent for the timeout or the store goes away, so that a rank busy in an
+    edit does not outlive a dead one (`run --parallel`: a group's collectives do not notice another group's rank)."""
+
+    def __init__(self, store, key: str, period_s: float, watch: tuple | None = None) -> None:
         super().__init__(name="hetcache-heartbeat", daemon=True)
-        self._store, self._key, self._period_s = store, key, period_s
+        self._store, self._key, self._period_s, self._watch = store, key, period_s, watch
         self._stop_event = threading.Event()
+        self.watching = watch is not None
+        self._seen: dict[int, tuple[int, float]] = {}
 
     def run(self) -> None:
         while True:
             try:
                 self._store.add(self._key, 1)
+                problem = self._silent() if self.watching else None
             except Exception as exc:  # the store went away: the main thread's next store call reports it
                 logger.debug("heartbeat stopped: %s", exc)
-                return
+                problem = f"lost the other ranks ({type(exc).__name__}: the store went away)"
+                if not self.watching:
+                    return
+            if problem is not None and self.watching and not self._stop_event.is_set():
+                rank = self._watch[0]
+                os.write(2, f"error: rank {rank} {problem}; finished outputs are kept\n".encode())
+                os._exit(1)
             if self._stop_event.wait(self._period_s):
                 return
+
+    def _silent(self) -> str | None:
+        rank, world, timeout_s = self._watch
+        prefix, now = self._key.rsplit("/beat/", 1)[0], time.monotonic()
+        for r in range(world):
+            if r == rank:
+                continue
+            beat = self._store.add(f"{prefix}/beat/{r}", 0)
+            if r not in self._seen or self._seen[r][0] != beat:
+                self._seen[r] = (beat, now)
+            elif now - self._seen[r][1] > timeout_s:
+                return f"stops: rank {r} has not answered for {timeout_s:g} s (crashed or killed?)"
+        return None
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
 class RankGroup:
-    """A gloo process group with a timeout, a shared claim counter and a heartbeat (a context manager)."""
+    """A process group with a timeout, a shared claim counter and a heartbeat (a context manager).
 
-    def __init__(self, info: RankInfo, config: DistributedConfig | None = None) -> None:
-        self.info = info
+    gloo unless `backend` says otherwise (`run --parallel` on CUDA: "cpu:gloo,cuda:nccl")."""
+
+    def __init__(self, info: RankInfo, config: DistributedConfig | None = None, backend: str = "gloo",
+                 watch: bool = False) -> None:  # fmt: skip
+        self.info, self.backend, self.watch = info, backend, watch
         self.config = config or DistributedConfig()
         self._store = None
         self._heartbeat: _Heartbeat | None = None
@@ -214,7 +243,7 @@ class RankGroup:
         import torch.distributed as dist
 
         timeout = timedelta(seconds=self.config.timeout_s)
-        self._call("starting the process group", dist.init_process_group, backend="gloo", timeout=timeout)
+        self._call("starting the process group", dist.init_process_group, backend=self.backend, timeout=timeout)
         try:
             if torch.cuda.is_available():
                 # Libraries that touch "the current device" then use this rank's GPU, not GPU 0.
@@ -222,7 +251,9 @@ class RankGroup:
             self._store = dist.distributed_c10d._get_default_store()
             # A fresh key space per run: torchrun keeps its store across --max-restarts.
             self.prefix = f"hetcache/{self.broadcast(uuid.uuid4().hex if self.info.rank == 0 else None)}"
-            self._heartbeat = _Heartbeat(self._store, f"{self.prefix}/beat/{self.info.rank}", self.config.heartbeat_s)
+            watch = (self.info.rank, self.info.world_size, self.config.timeout_s) if self.watch else None
+            key = f"{self.prefix}/beat/{self.info.rank}"
+            self._heartbeat = _Heartbeat(self._store, key, self.config.heartbeat_s, watch)
             self._heartbeat.start()
         except BaseException:
             dist.destroy_process_group()
@@ -251,6 +282,11 @@ class RankGroup:
         out: list[Any] = [None] * self.info.world_size
         self._call("exchanging results", dist.all_gather_object, out, obj)
         return out
+
+    def stop_watching(self) -> None:
+        """From here on ranks may leave (and the store with rank 0): a silent rank no longer ends this one."""
+        if self._heartbeat is not None:
+            self._heartbeat.watching = False
 
     def barrier(self) -> None:
         import torch.distributed as dist

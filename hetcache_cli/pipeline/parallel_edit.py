@@ -33,6 +33,8 @@ __all__ = ["ParallelGroup", "Driver", "serve", "run_parallel_edit"]
 class ParallelGroup:
     """The default process group of this launch (NCCL on CUDA, gloo otherwise), with a timeout."""
 
+    inner = None  # (guidance group, Ulysses group) made beforehand; None: `groups` makes them on the whole launch
+
     def __init__(self, info, device: str, timeout_s: float) -> None:
         self.info, self.device, self.timeout_s = info, device, timeout_s
 
@@ -120,11 +122,12 @@ def groups(layout: Layout, timeout_s: float):
     return mine["cfg"], mine["ulysses"]
 
 
-def attach(pipe, layout: Layout, timeout_s: float):
-    """Set the layout on every HetCache hook of `pipe` (attached already): (guidance exchange, Ulysses) or None."""
+def attach(pipe, layout: Layout, timeout_s: float, made=None):
+    """Set the layout on every HetCache hook of `pipe` (attached already): (guidance exchange, Ulysses) or None.
+    `made`: this rank's (guidance group, Ulysses group) when they exist already (`run --parallel`)."""
     from hetcache_cli.cache.ulysses import Ulysses
 
-    cfg_group, ulysses_group = groups(layout, timeout_s)
+    cfg_group, ulysses_group = made if made is not None else groups(layout, timeout_s)
     cfg = GuidanceParallel(Comm(cfg_group)) if layout.cfg else None
     ulysses = Ulysses(Comm(ulysses_group)) if layout.ulysses > 1 else None
     for hook in _hooks(pipe):
@@ -164,7 +167,7 @@ class Driver:
         self.windows: list[list[dict]] = []  # per window: every rank's report (records left out)
 
     def attach(self, pipe) -> None:
-        self.layouts = attach(pipe, self.layout, self.group.timeout_s)
+        self.layouts = attach(pipe, self.layout, self.group.timeout_s, self.group.inner)
 
     def call(self, pipe, stats, **kwargs):
         """The window's pipeline call on every rank; `stats` gets every branch's records, in a single run's order."""
@@ -230,7 +233,7 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
     batched_encode(pipe)
     if execution_device(pipe).type == "cpu":
         tile_convolutions(pipe.vae)
-    layouts = attach(pipe, layout, group.timeout_s)
+    layouts = attach(pipe, layout, group.timeout_s, group.inner)
     calls = 0
     try:
         while (kwargs := group.broadcast(None)) is not None:
@@ -281,20 +284,27 @@ class Quiet(HetcacheError):
         self.exit_code = exit_code
 
 
-def _drive(group: ParallelGroup, spec, layout: Layout, overwrite: bool, execute):
+def prepare_checked(spec, layout: Layout, world_size: int, overwrite: bool):
+    """The edit's checked inputs (pipeline/edit.py), or InputError when the layout does not fit the model."""
     from hetcache_cli.cache.model_check import model_folder, read_transformer_configs
-    from hetcache_cli.pipeline.distributed import ignore_sigterm
     from hetcache_cli.pipeline.edit import prepare_edit
 
+    prep = prepare_edit(spec, overwrite=overwrite)
+    folder = model_folder(spec.model)
+    configs = read_transformer_configs(folder) if folder is not None else {}
+    heads = min((c["num_attention_heads"] for c in configs.values()), default=0)
     try:
-        prep = prepare_edit(spec, overwrite=overwrite)
-        folder = model_folder(spec.model)
-        configs = read_transformer_configs(folder) if folder is not None else {}
-        heads = min((c["num_attention_heads"] for c in configs.values()), default=0)
-        try:
-            check_layout(layout, group.info.world_size, heads, spec.guidance_scale, spec.guidance_scale_2)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        check_layout(layout, world_size, heads, spec.guidance_scale, spec.guidance_scale_2)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return prep
+
+
+def _drive(group: ParallelGroup, spec, layout: Layout, overwrite: bool, execute):
+    from hetcache_cli.pipeline.distributed import ignore_sigterm
+
+    try:
+        prep = prepare_checked(spec, layout, group.info.world_size, overwrite)
     except HetcacheError as exc:
         group.broadcast({"error": exc.exit_code, "cache": None})
         ignore_sigterm()
