@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
 
 from hetcache_cli.cli import options as opt
-from hetcache_cli.cli.common import debug_enabled, error_message, handle_errors, print_json, setup_logging, stderr, stdout
+from hetcache_cli.cli.common import handle_errors, print_json, setup_logging, stdout
+from hetcache_cli.cli.outcome import Outcome, failed_outcome
 from hetcache_cli.cli.run_groups import RunParallel, backend, run_in_groups, run_layout
 from hetcache_cli.errors import HetcacheError, InputError
 
@@ -59,23 +59,6 @@ RankTimeout = Annotated[
         "rank gives up with exit 1 [default: 300].",
     ),
 ]
-
-
-@dataclass
-class Outcome:
-    name: str
-    status: str  # done | skipped | failed
-    output: str | None = None
-    seconds: float = 0.0
-    flops_ratio: float | None = None
-    error: str | None = None
-    exit_code: int = 0
-    frames: int | None = None
-    device: str | None = None
-    rank: int = 0
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
 
 
 def collect_edits(spec_files: list[Path]) -> list[tuple[str, dict | Exception]]:
@@ -129,17 +112,6 @@ def run_one(
         raise
     except Exception as exc:
         return failed_outcome(name, exc, start, not quiet if show_errors is None else show_errors, prefix)
-
-
-def failed_outcome(name: str, exc: Exception, start: float, show_errors: bool, prefix: str = "") -> Outcome:
-    """A failed edit as the summary records it (exit code 2 for bad input, 1 otherwise); re-raised under debug."""
-    if debug_enabled():
-        raise exc
-    code = exc.exit_code if isinstance(exc, HetcacheError) else 1
-    message = error_message(exc) if isinstance(exc, HetcacheError) else f"{type(exc).__name__}: {error_message(exc)}"
-    if show_errors:
-        stderr.print(f"{prefix}[red]failed:[/red] {name}: {message}", highlight=False)
-    return Outcome(name, "failed", seconds=time.perf_counter() - start, error=message, exit_code=code)
 
 
 def exit_code(outcomes: list[Outcome]) -> int:

@@ -80,7 +80,7 @@ def lead_edit(name, values, sub, layout, pool, overwrite, quiet, show_errors, pr
     """One edit on the group, from its first rank; the outcome as `hetcache run` records it."""
     from hetcache_cli.cache.parallel import RankLost
     from hetcache_cli.cli.edit import execute
-    from hetcache_cli.cli.run import Outcome, failed_outcome
+    from hetcache_cli.cli.outcome import Outcome, failed_outcome
     from hetcache_cli.pipeline.edit import resolve_outputs
     from hetcache_cli.pipeline.group_run import GroupDriver
     from hetcache_cli.pipeline.parallel_edit import _first_line, prepare_checked
