@@ -61,7 +61,13 @@ def test_layout_matches_one_process(layout, ranks, tmp_path):
     branches_per_rank = 1 if "cfg" in layout else 2
     for case in ("partial", "fp8_host"):  # float K/V with its forecast slopes; fp8 K/V with scales in host memory
         kv = [rank["kv_bytes"] for rank in results[case]["ranks"]]
-        assert all(b * 2 // branches_per_rank * u == results[case]["single_kv_bytes"] > 0 for b in kv), (case, kv)
+        single = results[case]["single_kv_bytes"]
+        assert single > 0
+        # 1/u of the K/V, except the K/V forecast's per-row scale (4 bytes), which every rank keeps for its own
+        # heads: a few percent more at this tiny width (bounded by 1/8 here), a fraction of a percent at 1.3B width
+        assert all(single <= b * 2 // branches_per_rank * u <= single * 1.125 for b in kv), (case, kv, single)
+        if u == 1:
+            assert all(b * 2 // branches_per_rank == single for b in kv), (case, kv, single)
     if u > 1:  # the residual (and its slopes) by S: at most 2u - 1 rows of padding over the ranks
         for rank in hetcache["ranks"]:
             share = hetcache["single_cache_bytes"] * branches_per_rank / 2 / u
