@@ -11,7 +11,7 @@ window's segment); the edit adds `join` (segments joined, audio muxed).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 __all__ = ["STAGES", "PromptEmbeds", "StageClock", "stage_table"]
 
@@ -67,7 +67,7 @@ class PromptEmbeds:
             from hetcache_cli.pipeline.model import execution_device
 
             prompt, negative, guidance = self._args
-            timer = self._clock.stage("text_encode") if self._clock is not None else _null()
+            timer = self._clock.stage("text_encode") if self._clock is not None else nullcontext()
             with timer, torch.no_grad():
                 positive, negative_embeds = self._pipe.encode_prompt(
                     prompt=prompt, negative_prompt=negative, do_classifier_free_guidance=guidance > 1.0,
@@ -99,11 +99,3 @@ def stage_table(windows: list[dict], edit_s: float | None = None, join_s: float 
         out["edit"] = round(edit_s, 4)
         out["other"] = round(max(0.0, edit_s - sum(total.values())), 4)
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

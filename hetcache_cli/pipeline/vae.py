@@ -24,6 +24,7 @@ is not used (cuDNN has no such cliff).
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +114,7 @@ def batched_encode(pipe, clock=None) -> None:
     @functools.wraps(original)
     def prepare_video_latents(video, mask, reference_images=None, generator=None, device=None):
         has_refs = reference_images is not None and any(r is not None for batch in reference_images for r in batch)
-        timer = clock.stage("vae_encode") if clock is not None else _null()
+        timer = clock.stage("vae_encode") if clock is not None else nullcontext()
         with timer:
             if mask is None or has_refs or video.shape[0] != 1 or isinstance(generator, list):
                 return original(video, mask, reference_images, generator, device)
@@ -193,11 +194,3 @@ def untile_convolutions(vae) -> None:
     """Undo `tile_convolutions`."""
     for module in vae.modules():
         module.__dict__.pop("_conv_forward", None)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
