@@ -6,9 +6,9 @@
 
 Part 1 (`--skip-vae` leaves it out), in one process on the demo edit's first window: diffusers' own VAE
 passes (two encodes one after the other, the whole crop decoded) against the edit's (one batched encode;
-on the CPU the convolutions tiled; the decode of the region paste-back uses), median of `--repeat`
-timings each, and how far the composited output moves (max difference in 0-255 levels inside the
-paste footprint).
+on the CPU the convolutions tiled and the encoder channels-last; the decode of the region paste-back
+uses), median of `--repeat` timings each, and how far the composited output moves (max difference in
+0-255 levels inside the paste footprint).
 
 Part 2: `hetcache edit` with `--cache none` and the presets quality / balanced / fast, each a child
 process, `--repeat` rounds alternating the methods; from each run's statistics the stage split and
@@ -64,7 +64,7 @@ def vae_passes(repeat: int) -> dict:
 
     from hetcache_cli.pipeline.model import load_pipeline, resolve_model
     from hetcache_cli.pipeline.vae import (
-        batched_encode, decode_box, decode_latents, restore_encode, tile_convolutions, untile_convolutions,
+        batched_encode, cpu_convolutions, decode_box, decode_latents, plain_convolutions, restore_encode,
     )  # fmt: skip
     from hetcache_cli.pipeline.window_run import decode_plan, model_inputs
     from hetcache_cli.spec.load import build_spec
@@ -98,17 +98,17 @@ def vae_passes(repeat: int) -> dict:
     with torch.no_grad():
         enc_before, latents = timed(lambda: pipe.prepare_video_latents(v, m, [[]], None, device))
         batched_encode(pipe)
-        tile_convolutions(pipe.vae)
+        cpu_convolutions(pipe.vae)
         enc_after, latents_after = timed(lambda: pipe.prepare_video_latents(v, m, [[]], None, device))
         restore_encode(pipe)
-        untile_convolutions(pipe.vae)
+        plain_convolutions(pipe.vae)
         z = torch.randn(1, pipe.vae.config.z_dim, *latents.shape[2:], generator=torch.Generator().manual_seed(0))
         whole = decode_box(None, tuple(z.shape[-2:]))
         dec_before, full = timed(lambda: decode_latents(pipe, z, whole, video))
         box = decode_plan(prep, window, crop, pipe.vae_scale_factor_spatial)
-        tile_convolutions(pipe.vae)
+        cpu_convolutions(pipe.vae)
         dec_after, part = timed(lambda: decode_latents(pipe, z, box, video))
-        untile_convolutions(pipe.vae)
+        plain_convolutions(pipe.vae)
     from hetcache_cli.io.paste import paste_region
 
     foot = paste_region(mask[: window.frames], prep.spec.paste_dilation, prep.spec.paste_feather)

@@ -39,7 +39,7 @@ from hetcache_cli.io.video import write_video
 from hetcache_cli.io.workdir import WorkDir
 from hetcache_cli.pipeline.plan import SIZE_MULTIPLE, EditPlan, build_plan
 from hetcache_cli.pipeline.stages import PromptEmbeds, StageClock, stage_table
-from hetcache_cli.pipeline.vae import batched_encode, restore_encode, tile_convolutions, untile_convolutions
+from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode
 from hetcache_cli.pipeline.window_run import (
     WindowPasses, final_frames, load_patch, run_window, summarise_windows,
 )  # fmt: skip
@@ -181,7 +181,7 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
     apply_hetcache(pipe, prep.cache, stats=stats)
     batched_encode(pipe, clock)
     if device.type == "cpu":
-        tile_convolutions(pipe.vae)
+        cpu_convolutions(pipe.vae)
     if parallel is not None:
         parallel.attach(pipe)
     try:
@@ -216,7 +216,7 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
                 progress((window.index + 1) * spec.steps, total_steps)
     finally:
         restore_encode(pipe)
-        untile_convolutions(pipe.vae)
+        plain_convolutions(pipe.vae)
         remove_hetcache(pipe)
         if stream is not None:
             stream.close()

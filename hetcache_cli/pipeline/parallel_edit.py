@@ -225,14 +225,14 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
     from hetcache_cli.cache.flops import ModelDims
 
     from hetcache_cli.pipeline.model import execution_device
-    from hetcache_cli.pipeline.vae import batched_encode, restore_encode, tile_convolutions, untile_convolutions
+    from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode
 
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
     apply_hetcache(pipe, config, stats=stats)
     # the VAE encode as rank 0 runs it (pipeline/edit.py), so that every rank conditions on the same latents
     batched_encode(pipe)
     if execution_device(pipe).type == "cpu":
-        tile_convolutions(pipe.vae)
+        cpu_convolutions(pipe.vae)
     layouts = attach(pipe, layout, group.timeout_s, group.inner)
     calls = 0
     try:
@@ -245,7 +245,7 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
             calls += 1
     finally:
         restore_encode(pipe)
-        untile_convolutions(pipe.vae)
+        plain_convolutions(pipe.vae)
         remove_hetcache(pipe)
     return calls
 

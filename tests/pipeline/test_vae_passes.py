@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from hetcache_cli.cli.app import app
 from hetcache_cli.pipeline.vae import (
-    REGION_MARGIN, DecodeBox, batched_encode, decode_box, restore_encode, tile_convolutions, untile_convolutions,
+    REGION_MARGIN, DecodeBox, batched_encode, cpu_convolutions, decode_box, plain_convolutions, restore_encode,
+    tile_convolutions, untile_convolutions,
 )  # fmt: skip
 from hetcache_cli.resources import embedded_model_dir
 
@@ -66,6 +67,22 @@ def test_tiled_convolutions_equal_the_plain_ones(demo_vae):
     assert not any("_conv_forward" in vars(m) for m in demo_vae.modules())
     assert (tiled_z - plain_z).abs().max() < 1e-5
     assert (tiled - plain).abs().max() < 1e-5
+
+
+def test_cpu_layout_gives_the_same_latents_and_is_undone(demo_vae):
+    video = torch.cat([_video(5, 96), _video(5, 96).flip(-1)])  # a batch of two streams, as the edit encodes
+    with torch.no_grad():
+        plain = demo_vae.encode(video).latent_dist.mode()
+        cpu_convolutions(demo_vae)
+        try:
+            assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d)
+                       for m in demo_vae.encoder.modules() if isinstance(m, torch.nn.Conv3d))  # fmt: skip
+            laid_out = demo_vae.encode(video).latent_dist.mode()
+        finally:
+            plain_convolutions(demo_vae)
+    assert (laid_out - plain).abs().max() < 1e-5
+    assert all(m.weight.is_contiguous() for m in demo_vae.modules() if isinstance(m, torch.nn.Conv3d))
+    assert not any("_conv_forward" in vars(m) for m in demo_vae.modules())
 
 
 def test_decode_box_covers_the_footprint_with_its_margin():
