@@ -233,6 +233,7 @@ def edit(
     stats: opt.Stats = None,
     paste_back: opt.PasteBack = None,
     vae_decode: opt.VaeDecode = None,
+    vae_tiling: opt.VaeTiling = None,
     mask_threshold: opt.MaskThreshold = None,
     mask_invert: opt.MaskInvert = None,
     mask_dilation: opt.MaskDilation = None,
@@ -258,8 +259,8 @@ def edit(
         guidance_scale=guidance_scale, seed=seed, frames=frames, width=width, height=height, max_area=max_area, crop=crop,
         crop_context=crop_context, crop_min_size=crop_min_size, mask_fill=mask_fill, audio=audio,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
-        negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, vae_decode=vae_decode, mask_threshold=mask_threshold,
-        mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
+        negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, vae_decode=vae_decode,
+        vae_tiling=vae_tiling, mask_threshold=mask_threshold, mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
         cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )
     edit_spec = spec_from_cli(spec, flags)

@@ -105,6 +105,13 @@ VaeDecode = Annotated[
         "full (the whole crop) [default: region].",
     ),
 ]
+VaeTiling = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--vae-tiling/--no-vae-tiling",
+        help="Run the VAE in 256-px tiles: about a quarter of its memory on large crops, slower [default: off].",
+    ),
+]
 Audio = Annotated[
     Optional[bool],
     typer.Option("--audio/--no-audio", help="Copy the video's audio streams into the output [default: on]."),

@@ -39,7 +39,7 @@ from hetcache_cli.io.video import write_video
 from hetcache_cli.io.workdir import WorkDir
 from hetcache_cli.pipeline.plan import SIZE_MULTIPLE, EditPlan, build_plan
 from hetcache_cli.pipeline.stages import PromptEmbeds, StageClock, stage_table
-from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode
+from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode, vae_tiling
 from hetcache_cli.pipeline.window_run import (
     WindowPasses, final_frames, load_patch, run_window, summarise_windows,
 )  # fmt: skip
@@ -180,6 +180,7 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
     passes = WindowPasses(prompts, clock, region_decode=spec.vae_decode == "region" and not keep_frames)
     apply_hetcache(pipe, prep.cache, stats=stats)
     batched_encode(pipe, clock)
+    vae_tiling(pipe.vae, spec.vae_tiling)
     if device.type == "cpu":
         cpu_convolutions(pipe.vae)
     if parallel is not None:
@@ -217,6 +218,7 @@ def _run_and_write(prep: EditPlan, pipe, model_info: dict, store: WorkDir | None
     finally:
         restore_encode(pipe)
         plain_convolutions(pipe.vae)
+        vae_tiling(pipe.vae, False)
         remove_hetcache(pipe)
         if stream is not None:
             stream.close()

@@ -140,6 +140,6 @@ def follow_edit(sub: SubGroup, layout: Layout, pool, device_for) -> None:
         error = f"{type(exc).__name__}: {_first_line(exc)}"
     sub.gather(error)
     if error is None:
-        serve(sub, pipe, message["cache"], layout)
+        serve(sub, pipe, message["cache"], layout, spec.vae_tiling)
     else:
         sub.broadcast(None)  # the leader's end of the edit

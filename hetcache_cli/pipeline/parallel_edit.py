@@ -217,7 +217,7 @@ def merge(stats, reports: list[dict], ulysses: int = 1) -> None:
     stats.text_kv_memory_measured_bytes = sum(r["text_kv_bytes"] for r in reports)
 
 
-def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
+def serve(group: ParallelGroup, pipe, config, layout: Layout, tiled_vae: bool = False) -> int:
     """A rank other than 0: run every pipeline call rank 0 announces, until it says the edit is over."""
     import torch
 
@@ -225,12 +225,15 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
     from hetcache_cli.cache.flops import ModelDims
 
     from hetcache_cli.pipeline.model import execution_device
-    from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode
+    from hetcache_cli.pipeline.vae import (
+        batched_encode, cpu_convolutions, plain_convolutions, restore_encode, vae_tiling,
+    )  # fmt: skip
 
     stats = StepStats(dims=ModelDims.from_config(pipe.transformer.config, text_len=512))
     apply_hetcache(pipe, config, stats=stats)
     # the VAE encode as rank 0 runs it (pipeline/edit.py), so that every rank conditions on the same latents
     batched_encode(pipe)
+    vae_tiling(pipe.vae, tiled_vae)  # every rank encodes as rank 0 does
     if execution_device(pipe).type == "cpu":
         cpu_convolutions(pipe.vae)
     layouts = attach(pipe, layout, group.timeout_s, group.inner)
@@ -246,6 +249,7 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout) -> int:
     finally:
         restore_encode(pipe)
         plain_convolutions(pipe.vae)
+        vae_tiling(pipe.vae, False)
         remove_hetcache(pipe)
     return calls
 
@@ -272,7 +276,7 @@ def run_parallel_edit(spec, layout: Layout, info, overwrite: bool, timeout_s: fl
             ignore_sigterm()  # leave with the agreed code even when torchrun stops the ranks of a failed launch
             raise Quiet(message["error"])
         pipe, _ = PipelinePool().get(spec.model, spec.device, spec.dtype, spec.offload)
-        serve(group, pipe, message["cache"], layout)
+        serve(group, pipe, message["cache"], layout, spec.vae_tiling)
         return None
 
 

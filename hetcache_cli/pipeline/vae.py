@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = [
     "DecodeBox", "batched_encode", "cpu_convolutions", "decode_box", "decode_latents", "plain_convolutions",
-    "restore_encode", "tile_convolutions", "untile_convolutions",
+    "restore_encode", "tile_convolutions", "untile_convolutions", "vae_tiling",
 ]  # fmt: skip
 
 CONV_TILE = 64  # output pixels per tile side for tile_convolutions
@@ -217,3 +217,11 @@ def plain_convolutions(vae) -> None:
     for module in vae.encoder.modules():
         if isinstance(module, torch.nn.Conv3d):
             module.weight.data = module.weight.data.contiguous()
+
+
+def vae_tiling(vae, enabled: bool) -> None:
+    """Switch diffusers' spatial VAE tiling on or off (`vae_tiling` in the spec). The edit turns it off after."""
+    if enabled:
+        vae.enable_tiling()
+    elif getattr(vae, "use_tiling", False):
+        vae.disable_tiling()
