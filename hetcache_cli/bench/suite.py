@@ -57,6 +57,13 @@ HETCACHE_SWEEP = (
     dict(full_threshold=0.16, reuse_threshold=0.08),
     dict(full_threshold=0.22, reuse_threshold=0.11),
     dict(full_threshold=0.3, reuse_threshold=0.15),
+    # Cheap PARTIAL steps (generative tokens only): FULL steps where teacache at `full_threshold` has
+    # them, so as often as step-only reuse at the same threshold, and PARTIAL steps that cost about
+    # the mask's share of a step. `reuse_threshold` 0: every step between FULL steps is PARTIAL.
+    *(dict(full_threshold=t, reuse_threshold=0.0, margin_ratio=0.0, context_ratio=0.0)
+      for t in (0.02, 0.025, 0.03, 0.04)),
+    *(dict(full_threshold=t, reuse_threshold=t / 2, margin_ratio=0.0, context_ratio=0.0)
+      for t in (0.03, 0.04, 0.05, 0.07, 0.11, 0.16, 0.22)),
 )
 BASE = dict(warmup_steps=1, max_partial_run=100)  # the presets' step rules; token sets default to balanced's
 
