@@ -135,10 +135,12 @@ def show_plan(spec, pool, overwrite: bool, json_out: bool) -> None:
     from hetcache_cli.pipeline.dry_run import plan_edit
     from hetcache_cli.pipeline.edit import prepare_edit
 
-    prep = prepare_edit(spec, overwrite=overwrite)
+    prep = prepare_edit(spec, overwrite=True)  # a dry run writes nothing: an existing output is only noted
     quiet_libraries()
     pipe, info = pool.get(spec.model, spec.device, spec.dtype, spec.offload)
     plan = plan_edit(prep, pipe)
+    if not overwrite and Path(spec.output).exists():
+        plan["notes"].append(f"{spec.output} exists: the edit itself needs --overwrite")
     if json_out:
         print_json(plan)
         return
@@ -269,8 +271,8 @@ def edit(
     if preview and (dry_run or resume):
         other = "--dry-run" if dry_run else "--resume"
         raise InputError(f"--preview runs one window and writes no output; drop {other}")
-    # bad paths fail here, before torch is imported; a preview never writes the output, so it may exist
-    output, _ = check_paths(edit_spec, overwrite or preview)
+    # bad paths fail here, before torch is imported; a preview or a dry run never writes the output: it may exist
+    output, _ = check_paths(edit_spec, overwrite or preview or dry_run)
     if plot:
         from hetcache_cli.report.cache_plot import missing_matplotlib
 

@@ -141,6 +141,12 @@ def test_dry_run_plans_without_writing(small_clip, tiny_model_dir, tmp_path):
     assert text.exit_code == 0 and "FPRPRF" in text.stdout
     assert list(tmp_path.iterdir()) == []
 
+    out.write_bytes(b"an earlier edit")  # a dry run writes nothing, so an existing output does not stop it
+    again = invoke(*args)
+    assert again.exit_code == 0, again.stderr
+    assert "exists: the edit itself needs --overwrite" in again.stdout
+    assert out.read_bytes() == b"an earlier edit" and list(tmp_path.iterdir()) == [out]
+
 
 @pytest.mark.slow
 def test_hetcache_stats_follow_the_schedule(small_clip, tiny_model_dir, tmp_path):
