@@ -83,7 +83,7 @@ def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_di
     from hetcache_cli.io.paste import paste_back
     from hetcache_cli.pipeline.edit import prepare_edit, run_edit
     from hetcache_cli.pipeline.model import PipelinePool
-    from hetcache_cli.pipeline.vae import batched_encode, restore_encode
+    from hetcache_cli.pipeline.vae import batched_encode, cpu_convolutions, plain_convolutions, restore_encode
     from hetcache_cli.spec.load import build_spec
 
     out = small_clip["root"] / "direct.mp4"
@@ -99,12 +99,14 @@ def test_one_window_clip_equals_a_direct_pipeline_call(small_clip, tiny_model_di
     mask, frames = prep.mask.dense(), read_video(small_clip["video"]).frames
     mask_rgb = np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1)
     batched_encode(pipe)
+    cpu_convolutions(pipe.vae)  # the VAE passes as the edit runs them on the CPU
     direct = pipe(
         prompt="a red ball", negative_prompt="", video=[PIL.Image.fromarray(f) for f in frames],
         mask=[PIL.Image.fromarray(m) for m in mask_rgb], height=64, width=64, num_frames=9, num_inference_steps=3,
         guidance_scale=spec.guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np",
     ).frames[0]  # fmt: skip
     restore_encode(pipe)
+    plain_convolutions(pipe.vae)
     raw = (np.clip(direct, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     assert np.array_equal(result.raw, raw)
     assert np.array_equal(result.frames, paste_back(raw, frames, mask, 4, 4))
