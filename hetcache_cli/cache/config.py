@@ -48,6 +48,10 @@ class HetCacheConfig:
             The first `warmup_steps` scheduler steps are always FULL.
         max_partial_run (`int`, defaults to `100`):
             At most this many consecutive non-FULL steps; the next one is forced FULL (cache refresh).
+        max_full_run (`int`, defaults to `100`):
+            At most this many consecutive FULL steps that the threshold chose (not the forced ones: first,
+            warm-up, last, refresh); the next such step is PARTIAL instead. With a small `full_threshold`
+            every late step is FULL; `max_full_run` 1 or 3 puts a PARTIAL step between them (`hetcache` only).
         margin_tokens (`int`, defaults to `1`):
             Width, in tokens, of the band around the generative tokens that forms the margin class.
         margin_temporal (`bool`, defaults to `True`):
@@ -102,6 +106,7 @@ class HetCacheConfig:
     rescale: list[float] | None = None
     warmup_steps: int = 1
     max_partial_run: int = 100
+    max_full_run: int = 100
     margin_tokens: int = 1
     margin_temporal: bool = True
     margin_ratio: float = 0.25
@@ -165,6 +170,8 @@ class HetCacheConfig:
         for name in ("warmup_steps", "max_partial_run", "margin_tokens", "kmeans_clusters", "kmeans_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is {getattr(self, name)}: use an integer >= 0")
+        if self.max_full_run < 1:
+            raise ValueError(f"max_full_run is {self.max_full_run}: use an integer >= 1 (100 = no limit)")
         if self.max_cache_memory is not None:
             parse_bytes(self.max_cache_memory)
         if self.rescale is not None and not (

@@ -12,7 +12,8 @@ Rule (indices are scheduler step indices, never "computed steps"):
 
     since_computed += signal[i]; since_full += signal[i]
     FULL     if i < warmup_steps, i == 0, i == last step, or the previous max_partial_run
-             steps were all non-FULL, or since_full >= full_threshold
+             steps were all non-FULL (forced), or since_full >= full_threshold and fewer than
+             max_full_run FULL steps chosen by the threshold came right before
     REUSE    elif since_computed < reuse_threshold
     PARTIAL  otherwise
     since_computed resets on every computed step (FULL or PARTIAL);
@@ -82,12 +83,17 @@ def decide(signal: Sequence[float], config: HetCacheConfig, starts: Sequence[int
     decisions: list[str] = []
     since_computed = since_full = 0.0
     run = 0  # consecutive non-FULL steps so far
+    full_run = 0  # consecutive FULL steps chosen by the threshold so far
     for i in range(steps):
         since_computed += signal[i]
         since_full += signal[i]
         forced = i == 0 or i < config.warmup_steps or i == steps - 1 or run >= config.max_partial_run or i in starts
-        if forced or since_full >= config.full_threshold:
+        capped = not two_way and full_run >= config.max_full_run
+        if forced or (since_full >= config.full_threshold and not capped):
             decision = FULL
+            full_run = 0 if forced else full_run + 1
+        elif since_full >= config.full_threshold:
+            decision = PARTIAL  # the threshold's FULL step, past max_full_run of them in a row
         elif since_computed < config.reuse_threshold:
             decision = REUSE
         else:
@@ -97,6 +103,7 @@ def decide(signal: Sequence[float], config: HetCacheConfig, starts: Sequence[int
             run = 0
         else:
             run += 1
+            full_run = 0
             if decision == PARTIAL:
                 since_computed = 0.0
         decisions.append(decision)

@@ -40,6 +40,22 @@ def test_max_partial_run_forces_a_refresh():
     assert letters(signal, reuse_threshold=0.5, full_threshold=1.0, warmup_steps=1, max_partial_run=0) == "F" * 10
 
 
+def test_max_full_run_puts_a_partial_step_between_threshold_full_steps():
+    # every step reaches the full threshold on its own: all FULL without the cap
+    signal = [0.0] + [0.5] * 9
+    assert letters(signal, reuse_threshold=0.0, full_threshold=0.1) == "F" * 10
+    assert letters(signal, reuse_threshold=0.0, full_threshold=0.1, max_full_run=1) == "FFPFPFPFPF"
+    assert letters(signal, reuse_threshold=0.0, full_threshold=0.1, max_full_run=3) == "FFFFPFFFPF"
+    # forced FULL steps (first, warm-up, last) are not counted and never turned PARTIAL
+    assert letters(signal, reuse_threshold=0.0, full_threshold=0.1, max_full_run=1, warmup_steps=3) == "FFFFPFPFPF"
+    # a REUSE step ends a run of FULL steps; teacache has no PARTIAL step and ignores the cap
+    assert letters([0.0, 0.3, 0.3, 0.01, 0.3, 0.3, 0.3], reuse_threshold=0.05, full_threshold=0.2,
+                   max_full_run=2) == "FFFRFFF"  # fmt: skip
+    assert letters(signal, method="teacache", reuse_threshold=0.1, full_threshold=0.1, max_full_run=1) == "F" * 10
+    with pytest.raises(ValueError, match="max_full_run"):
+        HetCacheConfig(max_full_run=0)
+
+
 def test_teacache_has_no_partial_steps():
     signal = [0.0] + [0.1] * 9
     got = letters(
