@@ -64,6 +64,9 @@ HETCACHE_SWEEP = (
       for t in (0.02, 0.025, 0.03, 0.04)),
     *(dict(full_threshold=t, reuse_threshold=t / 2, margin_ratio=0.0, context_ratio=0.0)
       for t in (0.03, 0.04, 0.05, 0.07, 0.11, 0.16, 0.22)),
+    # The same at 0.02 with a PARTIAL step after every one or three FULL steps of the run's all-FULL tail.
+    *(dict(full_threshold=0.02, reuse_threshold=0.0, margin_ratio=0.0, context_ratio=0.0, max_full_run=m)
+      for m in (1, 3)),
 )
 BASE = dict(warmup_steps=1, max_partial_run=100)  # the presets' step rules; token sets default to balanced's
 
