@@ -23,6 +23,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from hetcache_cli.cache.parallel import Comm, GuidanceParallel, Layout, check_layout
+from hetcache_cli.pipeline.broadcast import receive_arrays, send_arrays, split_arrays
 from hetcache_cli.errors import HetcacheError, InputError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class ParallelGroup:
     """The default process group of this launch (NCCL on CUDA, gloo otherwise), with a timeout."""
 
     inner = None  # (guidance group, Ulysses group) made beforehand; None: `groups` makes them on the whole launch
+    base, group = 0, None  # broadcasts come from rank 0 over the whole launch (pipeline/broadcast.py)
 
     def __init__(self, info, device: str, timeout_s: float) -> None:
         self.info, self.device, self.timeout_s = info, device, timeout_s
@@ -173,7 +175,9 @@ class Driver:
         """The window's pipeline call on every rank; `stats` gets every branch's records, in a single run's order."""
         shared = {k: v for k, v in kwargs.items() if k not in ("generator", "callback_on_step_end")}
         shared["seed"] = kwargs["generator"].initial_seed()
+        shared, arrays = split_arrays(shared)
         self.group.broadcast(shared)
+        send_arrays(self.group, arrays)
         out = pipe(**kwargs)  # a failed collective raises parallel.RankLost (exit 1)
         stats.finalize()
         reports = self.group.gather(rank_report(stats, self.layouts))
@@ -240,6 +244,7 @@ def serve(group: ParallelGroup, pipe, config, layout: Layout, tiled_vae: bool = 
     calls = 0
     try:
         while (kwargs := group.broadcast(None)) is not None:
+            kwargs = receive_arrays(group, kwargs)
             seed = kwargs.pop("seed")
             kwargs["output_type"] = "latent"  # rank 0 decodes
             pipe(**kwargs, generator=torch.Generator().manual_seed(seed))
