@@ -262,7 +262,8 @@ def edit(
         crop_context=crop_context, crop_min_size=crop_min_size, mask_fill=mask_fill, audio=audio,
         window_frames=window_frames, window_overlap=window_overlap, window_color_match=window_color_match,
         negative_prompt=negative_prompt, stats=stats, paste_back=paste_back, vae_decode=vae_decode,
-        vae_tiling=vae_tiling, mask_threshold=mask_threshold, mask_invert=mask_invert, mask_dilation=mask_dilation, crf=crf, device=device, dtype=dtype,
+        vae_tiling=vae_tiling, mask_threshold=mask_threshold, mask_invert=mask_invert, mask_dilation=mask_dilation,
+        crf=crf, device=device, dtype=dtype,
         cache=cache, preset=preset, schedule=schedule, guidance_scale_2=guidance_scale_2, offload=offload,
     )
     edit_spec = spec_from_cli(spec, flags)

@@ -23,8 +23,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 from hetcache_cli.cache.parallel import Comm, GuidanceParallel, Layout, check_layout
-from hetcache_cli.pipeline.broadcast import receive_arrays, send_arrays, split_arrays
 from hetcache_cli.errors import HetcacheError, InputError
+from hetcache_cli.pipeline.broadcast import receive_arrays, send_arrays, split_arrays
 
 logger = logging.getLogger(__name__)
 

@@ -204,9 +204,7 @@ def cpu_convolutions(vae) -> None:
     import torch
 
     tile_convolutions(vae)
-    for module in vae.encoder.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+    _encoder_weights(vae, torch.channels_last_3d)
 
 
 def plain_convolutions(vae) -> None:
@@ -214,9 +212,15 @@ def plain_convolutions(vae) -> None:
     import torch
 
     untile_convolutions(vae)
+    _encoder_weights(vae, torch.contiguous_format)
+
+
+def _encoder_weights(vae, memory_format) -> None:
+    import torch
+
     for module in vae.encoder.modules():
         if isinstance(module, torch.nn.Conv3d):
-            module.weight.data = module.weight.data.contiguous()
+            module.weight.data = module.weight.data.contiguous(memory_format=memory_format)
 
 
 def vae_tiling(vae, enabled: bool) -> None:
