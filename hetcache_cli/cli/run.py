@@ -186,12 +186,9 @@ def run(
     info = rank_info_from_env()
     layout = None
     if parallel is not None:
-        try:
-            layout = run_layout(parallel, info)
-        except InputError:
-            if info is not None and info.rank != 0:  # every rank exits 2; rank 0 alone says why
-                raise typer.Exit(2) from None
-            raise
+        # Every rank exits 2 and says why: torchrun stops the other ranks as soon as one exits, so a message
+        # left to rank 0 alone can be cut off by a faster rank's exit.
+        layout = run_layout(parallel, info)
     if info is not None:
         raise typer.Exit(
             run_distributed(info, specs, overwrite, json_out, quiet, summary, rank_timeout, start, resume, layout)

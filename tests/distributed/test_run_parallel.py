@@ -66,14 +66,15 @@ def test_run_parallel_cfg_on_two_groups(small_clip, tiny_model_dir, tmp_path):
 
 def test_run_parallel_needs_a_multiple_of_the_layout(tmp_path):
     """3 ranks for cfg (2 per edit): the ranks exit 2 before any collective (torchrun may stop a slower one with
-    SIGTERM first), one line on rank 0 naming the fix, nothing written."""
+    SIGTERM first), each rank that got there says why in one line naming the fix, nothing written."""
     (tmp_path / "batch.yaml").write_text("video: v.mp4\nmask: m.mp4\nprompt: p\n")
     proc = torchrun(3, "-m", "hetcache_cli", "run", "batch.yaml", "--parallel", "cfg", cwd=tmp_path)
     codes = re.findall(r"exitcode  : (-?\d+)", proc.stderr)
     assert "2" in codes and set(codes) <= {"2", "-15"}, proc.stderr[-4000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: run --parallel cfg runs each edit on 2 ranks, and 3 ranks do not split into groups "
-                      "of 2: start it with torchrun --nproc-per-node 2 or 4"], proc.stderr[-4000:]  # fmt: skip
+    message = ("error: run --parallel cfg runs each edit on 2 ranks, and 3 ranks do not split into groups of 2: "
+               "start it with torchrun --nproc-per-node 2 or 4")  # fmt: skip
+    assert set(errors) == {message} and codes.count("2") <= len(errors) <= 3, proc.stderr[-4000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch.yaml"]
 
 
