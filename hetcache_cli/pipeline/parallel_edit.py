@@ -315,8 +315,8 @@ def _drive(group: ParallelGroup, spec, layout: Layout, overwrite: bool, execute)
     try:
         prep = prepare_checked(spec, layout, group.info.world_size, overwrite)
     except HetcacheError as exc:
+        ignore_sigterm()  # before the others learn of it and exit: torchrun then stops the ranks still running
         group.broadcast({"error": exc.exit_code, "cache": None})
-        ignore_sigterm()
         raise
     group.broadcast({"error": None, "cache": prep.cache})
     driver = Driver(group, layout)
