@@ -44,8 +44,9 @@ MEDIAN_TARGET = {"psnr_inside": 40.0, "cut": 2.5}
 TEACACHE_THRESHOLDS = (0.02, 0.04, 0.07, 0.11, 0.17)
 # The same step-only reuse with the residual forecast: the reference that tells whether PARTIAL
 # steps earn their FLOPs beyond what the forecast alone gives.
-# 0.02 reaches 1.5x, 0.25 and 0.33 reach 5x (issue 26's cuts).
-FORECAST_REUSE_THRESHOLDS = (0.02, 0.04, 0.07, 0.11, 0.17, 0.25, 0.33)
+# 0.02 reaches 1.5x, 0.25 and 0.33 reach 5x (issue 26's cuts). As dense as hetcache's sweep between
+# 1.5x and 5x: a front is read linearly between its points, and a sparse one reads low or high.
+FORECAST_REUSE_THRESHOLDS = (0.02, 0.03, 0.04, 0.05, 0.07, 0.09, 0.11, 0.14, 0.17, 0.21, 0.25, 0.33)
 # HetCache: FULL steps where teacache at `full_threshold` has them, PARTIAL steps between them once
 # half that change has accumulated (REUSE before). Every point has PARTIAL steps.
 HETCACHE_SWEEP = (
@@ -63,10 +64,13 @@ HETCACHE_SWEEP = (
     *(dict(full_threshold=t, reuse_threshold=0.0, margin_ratio=0.0, context_ratio=0.0)
       for t in (0.02, 0.025, 0.03, 0.04)),
     *(dict(full_threshold=t, reuse_threshold=t / 2, margin_ratio=0.0, context_ratio=0.0)
-      for t in (0.03, 0.04, 0.05, 0.07, 0.11, 0.16, 0.22)),
+      for t in (0.03, 0.04, 0.05, 0.06, 0.07, 0.09, 0.11, 0.13, 0.16, 0.19, 0.22)),
     # The same at 0.02 with a PARTIAL step after every one or three FULL steps of the run's all-FULL tail.
     *(dict(full_threshold=0.02, reuse_threshold=0.0, margin_ratio=0.0, context_ratio=0.0, max_full_run=m)
       for m in (1, 3)),
+    # Step-only's FULL steps where its threshold places them (`FRFR...`), and a PARTIAL step in place
+    # of every fourth FULL step of the all-FULL tail.
+    dict(full_threshold=0.02, reuse_threshold=0.02, max_full_run=3),
 )
 BASE = dict(warmup_steps=1, max_partial_run=100)  # the presets' step rules; token sets default to balanced's
 
