@@ -193,7 +193,8 @@ def forward_partial(
     # the recomputed rows' residual is now the freshest one: later REUSE steps use it
     new_rows = (out_act - x_act).to(state.residual.dtype)
     if state.forecast is not None:
-        state.forecast.record_rows(idx, timestep)
+        old_rows = gather_tokens(state.residual, idx, use_triton=use_triton)
+        state.forecast.record_rows(idx, old_rows, new_rows, timestep)
     scatter_tokens_(state.residual, idx, new_rows, use_triton=use_triton)
     return head(module, merged, emb.temb, inputs.hidden_states.shape)
 

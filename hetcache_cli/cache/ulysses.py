@@ -177,10 +177,11 @@ class Ulysses:
                             state.kv, step, use_triton=use_triton)  # fmt: skip
         merged = x + _residual_at(state, timestep).to(x.dtype)
         merged[:, :m] = out_act
-        state.residual[:, :m] = (out_act - x[:, :m]).to(state.residual.dtype)
+        new_rows = (out_act - x[:, :m]).to(state.residual.dtype)
         if state.forecast is not None:
             local = torch.arange(m, device=x.device)[None]
-            state.forecast.record_rows(local, timestep)
+            state.forecast.record_rows(local, state.residual[:, :m], new_rows, timestep)
+        state.residual[:, :m] = new_rows
         self.comm.traffic.count("partial")
         self.comm.traffic.layers = step.layers
         return self._head(module, merged, emb.temb, S, inputs.hidden_states.shape, "partial")

@@ -27,7 +27,7 @@ def test_forecast_is_exact_on_linear_residual_trajectories():
         torch.testing.assert_close(fc.predict(residual, t), _linear(a, b, t), rtol=1e-5, atol=1e-5)
 
 
-def test_partial_rows_are_re_anchored_and_keep_the_slope_of_full_steps():
+def test_partial_rows_are_re_anchored_and_their_slope_measured_from_the_anchor():
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(1, 5, 3, generator=g), torch.randn(1, 5, 3, generator=g)
     residual = torch.zeros(1, 5, 3)
@@ -43,16 +43,31 @@ def test_partial_rows_are_re_anchored_and_keep_the_slope_of_full_steps():
     bump = torch.full((1, 3), 0.5)
     rows = _linear(a, b, 800.0)[:, [1, 3]]
     rows[:, 1] += bump
-    fc.record_rows(torch.tensor([[1, 3]]), 800.0)
+    fc.record_rows(torch.tensor([[1, 3]]), residual[:, [1, 3]], rows, 800.0)
     residual[:, [1, 3]] = rows
     got = fc.predict(residual, 400.0)
     expected = _linear(a, b, 400.0)
     torch.testing.assert_close(got[:, [0, 1, 2, 4]], expected[:, [0, 1, 2, 4]], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[:, 3], expected[:, 3] + bump, rtol=1e-5, atol=1e-5)  # re-anchored, same slope
+    # row 3: anchored at 800 with the slope from its anchor at 850, b + bump / (0.80 - 0.85) = b - 20 bump;
+    # at 400 that is the line plus bump + 0.4 x 20 bump
+    torch.testing.assert_close(got[:, 3], expected[:, 3] + 9 * bump, rtol=1e-5, atol=1e-4)
     # the next FULL step measures row 3's slope from its anchor at 800
     third = _linear(a, b, 700.0)
     fc.record_all(residual, third, 700.0)
     torch.testing.assert_close(fc.slope[:, 3], b[:, 3] + bump / 0.1, rtol=1e-5, atol=1e-4)
+
+
+def test_partial_rows_without_an_earlier_value_keep_slope_zero():
+    fc = ResidualForecast((1, 4, 2), torch.float32, torch.device("cpu"))
+    residual = torch.zeros(1, 4, 2)
+    new = torch.ones(1, 2, 2)
+    fc.record_rows(torch.tensor([[0, 2]]), residual[:, [0, 2]], new, 900.0)  # first value of rows 0 and 2
+    residual[:, [0, 2]] = new
+    assert fc.slope.abs().max() == 0
+    torch.testing.assert_close(fc.predict(residual, 500.0), residual)  # the plain cache
+    fc.record_rows(torch.tensor([[2]]), residual[:, [2]], 3 * torch.ones(1, 1, 2), 800.0)
+    torch.testing.assert_close(fc.slope[0, 2], torch.full((2,), 2 / -0.1))  # (3 - 1) / (0.8 - 0.9)
+    assert fc.slope[0, [0, 1, 3]].abs().max() == 0
 
 
 def test_reuse_step_takes_the_forecast_residual(transformer):
