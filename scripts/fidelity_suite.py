@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if earlier.get("steps") != args.steps:
             print(f"error: --merge {args.merge} ran {earlier.get('steps')} steps, not {args.steps}", file=sys.stderr)
             return 2
+    stand_in = [c.name for c in clips if "scikit-image missing" in c.description]
+    if stand_in:
+        print(f"warning: scikit-image is not installed: {', '.join(stand_in)} use a stand-in texture, not the "
+              "documented photographs, and their numbers differ; pip install -e '.[suite]'", file=sys.stderr)
     ref = resolve_model(args.model)
     pipe = load_pipeline(ref, resolve_device("cpu"), torch.float32)
     started = time.perf_counter()
