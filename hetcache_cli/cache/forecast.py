@@ -32,6 +32,11 @@ class ResidualForecast:
         self.slope = torch.zeros(B, N, D, dtype=dtype, device=device)  # d residual / d t
         self.t_last = torch.zeros(N, dtype=torch.float32, device=device)  # [N] time of the last computed value
         self.seen = torch.zeros(N, dtype=torch.bool, device=device)  # [N] computed at least once this run
+        self.steps: tuple[float | None, float | None] = (None, None)  # (previous step's t, this step's t)
+
+    def _at(self, t: float) -> None:
+        if t != self.steps[1]:
+            self.steps = (self.steps[1], t)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -49,6 +54,7 @@ class ResidualForecast:
     def record_all(self, residual: torch.Tensor, new: torch.Tensor, timestep: float) -> None:
         """Every token computed at `timestep`; `residual` still holds the previous values (not changed here)."""
         t = timestep / TIME_SCALE
+        self._at(t)
         inv = self._inverse_gap(t, self.t_last, self.seen)  # [N]
         self.slope.copy_((new.float() - residual.float()) * inv[None, :, None])
         self.t_last.fill_(t)
@@ -58,17 +64,22 @@ class ResidualForecast:
         """Rows `idx` [B, M] recomputed by a PARTIAL step at `timestep`: `old` [B, M, D] their residual
         before it (the anchor), `new` what the step computed; the caller writes `new` into the residual.
 
-        Their slopes are measured from the anchor, as a FULL step does, and the anchor moves to the
-        step. With the K/V forecast (kv_forecast.py) a PARTIAL row is within a few tenths of a percent
-        of the FULL value (measured on the suite's photo-pan-large: 0.1-0.5% against 1-8% for the
-        forecast residual), so the REUSE steps after a PARTIAL step take its slope. Measured on the
-        fidelity suite (docs/benchmarks.md): the presets +1.7 to +2.1 dB visible on average, the
-        `FRPFPR...` points -5 dB. Before the K/V forecast, PARTIAL values were computed against stale
-        K/V and keeping the FULL step's slope was better (0.3-1.8 dB more background).
+        Their slopes are measured from the anchor, as a FULL step does, unless the anchor is the step
+        right before (`F P`, `P P`), and the anchor moves to the step. With the K/V forecast
+        (kv_forecast.py) a PARTIAL row is within a few tenths of a percent of the FULL value (measured
+        on the suite's photo-pan-large: 0.1-0.5% against 1-8% for the forecast residual), so the REUSE
+        steps after a PARTIAL step take its slope. Over a one-step gap that small error still turns
+        into a poor slope (an early `F P R`: the REUSE rows 1.6% off with it, 1.1% with the FULL
+        step's slope), so those rows keep theirs. Measured on the fidelity suite: docs/benchmarks.md.
+        Before the K/V forecast, PARTIAL values were computed against stale K/V and keeping the FULL
+        step's slope was better everywhere (0.3-1.8 dB more background).
         """
         rows = idx[0]
         t = timestep / TIME_SCALE
+        self._at(t)
         inv = self._inverse_gap(t, self.t_last[rows], self.seen[rows])  # [M]; 0 where no anchor yet
+        if self.steps[0] is not None:  # a row computed at the step before keeps its slope (see above)
+            inv = torch.where(self.t_last[rows] == self.steps[0], torch.zeros_like(inv), inv)
         measured = (new.float() - old.float()) * inv[None, :, None]
         self.slope[:, rows] = torch.where(inv[None, :, None] != 0, measured, self.slope[:, rows].float()).to(
             self.slope.dtype
@@ -78,5 +89,6 @@ class ResidualForecast:
 
     def predict(self, residual: torch.Tensor, timestep: float) -> torch.Tensor:
         """The residual forecast for every token at `timestep`: [B, N, D] in the residual's dtype."""
+        self._at(timestep / TIME_SCALE)
         h = timestep / TIME_SCALE - self.t_last  # [N]
         return torch.addcmul(residual, self.slope, h[None, :, None].to(self.slope.dtype))

@@ -39,6 +39,7 @@ def test_partial_rows_are_re_anchored_and_their_slope_measured_from_the_anchor()
     second = _linear(a, b, 850.0)
     fc.record_all(residual, second, 850.0)
     residual.copy_(second)
+    fc.predict(residual, 825.0)  # a REUSE step between, so the PARTIAL rows' anchor is two steps back
     # a PARTIAL step at 800 recomputes rows 1 and 3; row 3's value is off the line by `bump`
     bump = torch.full((1, 3), 0.5)
     rows = _linear(a, b, 800.0)[:, [1, 3]]
@@ -55,6 +56,25 @@ def test_partial_rows_are_re_anchored_and_their_slope_measured_from_the_anchor()
     third = _linear(a, b, 700.0)
     fc.record_all(residual, third, 700.0)
     torch.testing.assert_close(fc.slope[:, 3], b[:, 3] + bump / 0.1, rtol=1e-5, atol=1e-4)
+
+
+def test_partial_rows_computed_the_step_before_keep_their_slope():
+    fc = ResidualForecast((1, 3, 2), torch.float32, torch.device("cpu"))
+    residual = torch.zeros(1, 3, 2)
+    for t, value in ((900.0, 1.0), (850.0, 2.0)):  # two FULL steps: slope (2 - 1) / -0.05 = -20
+        new = torch.full((1, 3, 2), value)
+        fc.record_all(residual, new, t)
+        residual.copy_(new)
+    # `F P`: rows 0 and 1 recomputed right after the FULL step keep its slope (a one-step gap turns a
+    # PARTIAL value's small error into a poor slope); the anchor moves all the same
+    fc.record_rows(torch.tensor([[0, 1]]), residual[:, [0, 1]], torch.full((1, 2, 2), 2.5), 825.0)
+    residual[:, [0, 1]] = 2.5
+    torch.testing.assert_close(fc.slope, torch.full((1, 3, 2), -20.0))
+    torch.testing.assert_close(fc.t_last, torch.tensor([0.825, 0.825, 0.85]))
+    # `F P R P`: row 2, last computed two steps back, takes the slope from its anchor: (4 - 2) / (0.8 - 0.85)
+    fc.predict(residual, 812.0)
+    fc.record_rows(torch.tensor([[2]]), residual[:, [2]], torch.full((1, 1, 2), 4.0), 800.0)
+    torch.testing.assert_close(fc.slope[0, 2], torch.full((2,), -40.0))
 
 
 def test_partial_rows_without_an_earlier_value_keep_slope_zero():
