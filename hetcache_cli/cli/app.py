@@ -8,6 +8,7 @@ level (torch, diffusers, cv2 load inside the functions), so `--help` and bad inp
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
 
@@ -53,4 +54,11 @@ def _root(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # a rank of a torchrun launch leaves without the interpreter's teardown (pipeline/distributed.py)
+        distributed = sys.modules.get("hetcache_cli.pipeline.distributed")
+        if distributed is not None:
+            distributed.leave_after_group(exc.code)
+        raise

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -30,10 +31,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Iterator, Mapping, Sequence
 
-from hetcache_cli.cache.plan import guidance_branches
 from hetcache_cli.errors import HetcacheError, InputError
 
 logger = logging.getLogger(__name__)
+
+group_started = False  # this process started a torch.distributed process group (see `leave_after_group`)
 
 # Written by rank 0 in the current directory unless --summary says otherwise.
 DEFAULT_SUMMARY = "hetcache_run_summary.json"
@@ -169,6 +171,33 @@ def wait_for_ranks(store, prefix: str, rank: int, world_size: int, timeout_s: fl
         time.sleep(poll_s)
 
 
+def leave_after_group(code) -> None:
+    """End a process that started a process group with exit `code`, skipping the interpreter's teardown.
+
+    Called by `main` (cli/app.py) once the command has returned: outputs are written, messages printed and the
+    group destroyed. The teardown is skipped because torch's distributed backends keep C++ threads and work
+    objects whose destructors can run while the interpreter finalises: about one launch in twenty of
+    `edit --parallel ulysses=2` aborted there (SIGABRT, "terminate called without an active exception") after a
+    complete edit, which torchrun reports as a failed launch. Nothing of ours needs the teardown (no atexit
+    handler; files are closed and renamed before the command returns), so flush the streams and leave.
+    """
+    if not group_started:
+        return
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            pass
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message") prints the message and exits 1
+        print(code, file=sys.stderr, flush=True)
+        code = 1
+    os._exit(code)
+
+
 def ignore_sigterm() -> None:
     """Let this rank finish with its own exit code once all ranks agreed on it.
 
@@ -242,8 +271,11 @@ class RankGroup:
         import torch
         import torch.distributed as dist
 
+        global group_started
+
         timeout = timedelta(seconds=self.config.timeout_s)
         self._call("starting the process group", dist.init_process_group, backend=self.backend, timeout=timeout)
+        group_started = True
         try:
             if torch.cuda.is_available():
                 # Libraries that touch "the current device" then use this rank's GPU, not GPU 0.

@@ -23,6 +23,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from hetcache_cli.cache.parallel import Comm, GuidanceParallel, Layout, check_layout
+from hetcache_cli.pipeline import distributed
 from hetcache_cli.errors import HetcacheError, InputError
 from hetcache_cli.pipeline.broadcast import receive_arrays, send_arrays, split_arrays
 
@@ -52,6 +53,7 @@ class ParallelGroup:
         except Exception as exc:
             what = _first_line(exc)
             raise HetcacheError(f"rank {self.info.rank} could not start the process group ({what})") from exc
+        distributed.group_started = True
         self.backend = backend
         return self
 

@@ -211,3 +211,38 @@ def test_single_process_writes_a_summary_only_when_asked(small_clip, tmp_path, m
 
     r = CliRunner().invoke(app, ["run", str(spec), "--rank-timeout", "0"])
     assert r.exit_code == 2 and "--rank-timeout" in r.stderr
+
+
+class _Exited(Exception):
+    pass
+
+
+@pytest.mark.parametrize("code, expected", [(None, 0), (0, 0), (2, 2), ("bad", 1)])
+def test_a_rank_leaves_with_the_commands_code_without_the_teardown(code, expected, monkeypatch, capsys):
+    """After a process group, `main` ends the process with os._exit and the command's exit code (streams flushed);
+    without one it leaves by the interpreter's normal SystemExit."""
+    from hetcache_cli.cli import app as app_module
+    from hetcache_cli.pipeline import distributed
+
+    codes = []
+
+    def fake_exit(value):
+        codes.append(value)
+        raise _Exited
+
+    def command():
+        raise SystemExit(code)
+
+    monkeypatch.setattr(distributed.os, "_exit", fake_exit)
+    monkeypatch.setattr(app_module, "app", command)
+    monkeypatch.setattr(distributed, "group_started", False)
+    with pytest.raises(SystemExit) as normal:
+        app_module.main()
+    assert normal.value.code == code and codes == []
+
+    monkeypatch.setattr(distributed, "group_started", True)
+    with pytest.raises(_Exited):
+        app_module.main()
+    assert codes == [expected]
+    if isinstance(code, str):
+        assert code in capsys.readouterr().err
