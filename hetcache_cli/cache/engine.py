@@ -154,7 +154,7 @@ def forward_full(
     out = run_stack(
         module, emb.x, control, emb.text, emb.tproj, rope, emb.scales, kv, None, probe, probe_layer, use_triton
     )
-    if state is not None:
+    if state is not None and state.residual is not None:
         new = out - emb.x
         if state.forecast is not None:
             state.forecast.record_all(state.residual, new, timestep)

@@ -277,7 +277,8 @@ class HetCacheHook(ModelHook):
             layout = plan.expert(self.expert).layout or CacheLayout(module.dtype, module.dtype)  # none: Ulysses only
             u = self.ulysses.u if self.ulysses is not None else 1  # token-sharded rows, head-sharded K/V
             rows = shape if u == 1 else (shape[0], ulysses_rows(n_tokens, u), shape[2])
-            state.ensure(layers, rows, layout, device, heads // u, kv_shape=(*shape[:2], shape[2] // u))
+            if plan.method != "none":  # `none` here is Ulysses alone: nothing is cached, nothing allocated
+                state.ensure(layers, rows, layout, device, heads // u, kv_shape=(*shape[:2], shape[2] // u))
             if layout.text_kv and state.text is None:
                 state.text = TextKV()
             if state.store is not None:  # the stack's layer order: VACE blocks, then main blocks

@@ -154,7 +154,7 @@ class Ulysses:
         kv = state.kv if (state is not None and keep_kv) else None
         out = run_stack(module, x, control[:, rows], emb.text, emb.tproj, _rope_rows(rope, rows), emb.scales, kv,
                         step, probe, probe_layer, use_triton)  # fmt: skip
-        if state is not None:
+        if state is not None and state.residual is not None:
             new = out - x
             if state.forecast is not None:
                 state.forecast.record_all(state.residual, new, timestep)

@@ -68,6 +68,8 @@ def test_layout_matches_one_process(layout, ranks, tmp_path):
         assert all(single <= b * 2 // branches_per_rank * u <= single * 1.125 for b in kv), (case, kv, single)
         if u == 1:
             assert all(b * 2 // branches_per_rank == single for b in kv), (case, kv, single)
+    if u > 1:  # `none` under Ulysses splits the work and keeps no cache
+        assert all(rank["cache_bytes"] == 0 and rank["kv_bytes"] == 0 for rank in results["none"]["ranks"])
     if u > 1:  # the residual (and its slopes) by S: at most 2u - 1 rows of padding over the ranks
         for rank in hetcache["ranks"]:
             share = hetcache["single_cache_bytes"] * branches_per_rank / 2 / u
