@@ -170,3 +170,36 @@ def test_ulysses_degree_must_divide_the_heads(small_clip, tiny_model_dir, tmp_pa
     assert errors == ["error: --parallel ulysses=3: the model has 4 attention heads, which 3 does not divide; "
                       "use ulysses=2 | 4"], proc.stderr[-4000:]  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def wide_clip(tmp_path_factory):
+    """9 frames 320x320 (wider than the VAE's 256-px tile), a small static mask."""
+    from hetcache_cli.io.synthetic import MovingShape, SceneSpec, render
+    from hetcache_cli.io.video import write_video
+
+    root = tmp_path_factory.mktemp("wide")
+    frames, _ = render(SceneSpec(9, 320, 320, shapes=[MovingShape("ball", "white", 8, (160, 160), (0.2, 0.2))],
+                                 texture_seed=5))  # fmt: skip
+    mask = np.zeros((320, 320), np.uint8)
+    mask[150:175, 150:175] = 255
+    cv2.imwrite(str(mask_path := root / "mask.png"), mask)
+    return {"video": write_video(root / "clip.mp4", frames, 8, lossless=True), "mask": mask_path}
+
+
+def test_cli_edit_with_vae_tiling_on_two_ranks(wide_clip, tiny_model_dir, tmp_path):
+    """--vae-tiling under edit --parallel ulysses=2 on a 320-px crop (tiled: wider than the VAE's 256-px tile):
+    the flag reaches every rank (each encodes the conditioning, rank 0 decodes) and the output is the tiled
+    single-process edit's."""
+    tiled = ["--vae-tiling", "--max-area", str(320 * 320), "--crop-min-size", "320", "--vae-decode", "full"]
+    one = tmp_path / "one"
+    one.mkdir()
+    proc = subprocess.run([sys.executable, *edit_args(wide_clip, tiny_model_dir, "one.mp4", *tiled)], cwd=one,
+                          env=env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = tmp_path / "two"
+    two.mkdir()
+    proc = torchrun(2, *edit_args(wide_clip, tiny_model_dir, "two.mp4", "--parallel", "ulysses=2", *tiled), cwd=two)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert json.loads(proc.stdout)["width"] == 320
+    assert np.abs(read_frames(two / "two.mp4") - read_frames(one / "one.mp4")).max() <= 1
