@@ -183,12 +183,10 @@ def leave_after_group(code) -> None:
     """
     if not group_started:
         return
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    for stream in (sys.stdout, sys.stderr):
+    for flush in [h.flush for h in logging.getLogger().handlers] + [sys.stdout.flush, sys.stderr.flush]:
         try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said on it
+            flush()
+        except (OSError, ValueError):  # a closed pipe or file: nothing more can be said on it
             pass
     if code is None:
         code = 0
