@@ -2,6 +2,8 @@
 
     none                          the uncached run (always first)
     teacache | hetcache[:PRESET]  ours, with the edit's cache settings and a preset
+    teacache+forecast[:PRESET]    teacache's FULL/REUSE steps with hetcache's residual forecast on REUSE steps
+                                  (`forecast: residual`): the step-only baseline PARTIAL steps must beat
     LIBRARY:NAME[=VALUE]          a peer cache (`hetcache_cli.bench.peers`), e.g. diffusers:fbcache=0.1
     peers                         every peer at its defaults
 """
@@ -17,12 +19,13 @@ from hetcache_cli.cache.config import METHODS, PRESETS
 from hetcache_cli.errors import InputError
 
 OURS = "none,teacache,hetcache:quality,hetcache:balanced,hetcache:fast"
+FORECAST_REUSE = "teacache+forecast"  # a bench method, not a cache method: teacache with `forecast: residual`
 DEFAULT_METHODS = OURS + ",peers"
 
 
 @dataclass(frozen=True)
 class Method:
-    method: str  # none | teacache | hetcache | a peer family ("diffusers:fbcache")
+    method: str  # none | teacache | teacache+forecast | hetcache | a peer family ("diffusers:fbcache")
     preset: str | None = None
     value: float | None = None  # a peer's knob (its threshold, interval, ...)
     settings: tuple[tuple[str, object], ...] = ()  # explicit cache settings of ours (sweep points)
@@ -47,6 +50,11 @@ class Method:
             parts += [f"{short}={_short(shown[key])}" for key, short in _LABEL_KEYS if key in shown]
             return f"{self.method}[{' '.join(parts)}]"
         return self.method if self.preset is None else f"{self.method}:{self.preset}"
+
+    @property
+    def cache_method(self) -> str:
+        """The cache setting's `method` this runs with (`teacache+forecast` is teacache)."""
+        return "teacache" if self.method == FORECAST_REUSE else self.method
 
     def peer(self) -> Peer:
         return PEERS[self.method](self.value)
@@ -77,9 +85,10 @@ def parse_method(item: str) -> Method:
         except ValueError as exc:
             raise InputError(f"--methods: {exc}") from None
         return Method(peer.family, value=None if peer.value == peer.default else peer.value)
-    if head not in METHODS:
+    ours = (*METHODS, FORECAST_REUSE)
+    if head not in ours:
         raise InputError(
-            f"--methods: unknown method {head!r}; use {', '.join(METHODS)} (optionally :PRESET), a peer "
+            f"--methods: unknown method {head!r}; use {', '.join(ours)} (optionally :PRESET), a peer "
             f"({', '.join(PEERS)}, optionally =VALUE) or peers"
         )
     if rest and rest not in PRESETS:
@@ -99,7 +108,9 @@ def variant(prep, method: Method, out_dir: Path, model: str | None = None):
     else:
         overrides = {k: v for k, v in prep.spec.cache.items() if k not in ("method", "preset")}
         overrides.update(method.settings)
-        overrides["method"] = method.method
+        overrides["method"] = method.cache_method
+        if method.method == FORECAST_REUSE:
+            overrides["forecast"] = "residual"
         preset = method.preset
     try:
         cache = resolve_cache_config(overrides, preset, model)

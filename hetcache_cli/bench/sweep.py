@@ -37,23 +37,24 @@ PEER_GRIDS = {
     "cache-dit:dbcache": (0.04, 0.08, 0.16, 0.32),
     "cache-dit:dbcache+taylorseer": (0.04, 0.08, 0.16, 0.32),
 }
-FAMILIES = ("hetcache", "teacache", *PEER_GRIDS)
+FAMILIES = ("hetcache", "teacache", "teacache+forecast", *PEER_GRIDS)
 
 
 def ours_grid(method: str, transformer, timesteps, grid: Sequence | None = None) -> list[Method]:
-    """`hetcache` or `teacache` points with explicit thresholds, one per distinct schedule."""
+    """`hetcache`, `teacache` or `teacache+forecast` points with explicit thresholds, one per distinct schedule."""
     from hetcache_cli.cache.config import build_config, preset_overrides
     from hetcache_cli.cache.schedule import calibrate_thresholds, decide, modulation_signal, normalise_signal
 
     signal = modulation_signal(transformer, timesteps)
-    if method == "teacache":
+    cache_method = Method(method).cache_method
+    if cache_method == "teacache":
         points = [(0.0, reuse, "balanced") for reuse in (grid or TEACACHE_GRID)]
     else:
         points = list(grid or HETCACHE_GRID)
     out, seen = [], set()
     for full_fraction, reuse_fraction, preset, *extra in points:
         changed = extra[0] if extra else {}
-        config = build_config({"method": method, **changed}, preset=preset)
+        config = build_config({"method": cache_method, **changed}, preset=preset)
         reuse, full = calibrate_thresholds(signal, config, full_fraction, reuse_fraction)
         config.reuse_threshold, config.full_threshold = round(reuse, 4), round(max(full, reuse), 4)
         schedule = tuple(decide(normalise_signal(signal, config.rescale), config))
@@ -70,7 +71,7 @@ def sweep_methods(families: Iterable[str], transformer, timesteps) -> list[Metho
     """Every grid point of the given families (ours need the model and the run's timesteps)."""
     out: list[Method] = []
     for family in families:
-        if family in ("hetcache", "teacache"):
+        if family in ("hetcache", "teacache", "teacache+forecast"):
             out += ours_grid(family, transformer, timesteps)
         elif family in PEER_GRIDS:
             default = Method(family).peer().default

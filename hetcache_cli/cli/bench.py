@@ -22,7 +22,12 @@ Examples:
 
   hetcache bench clip.mp4 -m mask.png -p "a red car" --sweep --methods hetcache,teacache,diffusers:fbcache
 
-Methods: none | teacache | hetcache[:quality|balanced|fast] | diffusers:fbcache[=THRESHOLD] |
+  hetcache bench clip.mp4 -m mask.png -p "a red car" --sweep --methods hetcache,teacache+forecast
+
+teacache+forecast is step reuse with hetcache's residual forecast and no PARTIAL step (no K/V caches): where
+its front reaches hetcache's on your clip and model, PARTIAL steps are not paying for their memory there.
+
+Methods: none | teacache | teacache+forecast | hetcache[:quality|balanced|fast] | diffusers:fbcache[=THRESHOLD] |
 diffusers:magcache[=THRESHOLD] | diffusers:taylorseer[=INTERVAL] | diffusers:seacache[=THRESHOLD] |
 diffusers:pab[=RANGE] | diffusers:fastercache | cache-dit:dbcache[=THRESHOLD] |
 cache-dit:dbcache+taylorseer[=THRESHOLD] | peers (all of them). cache-dit: pip install -e '.[peers]'.

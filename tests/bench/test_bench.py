@@ -15,6 +15,16 @@ def test_parse_methods_puts_uncached_first_and_dedups():
     assert parse_methods("hetcache") == [Method("none"), Method("hetcache")]
 
 
+def test_teacache_with_the_forecast_is_a_bench_method_of_its_own():
+    from hetcache_cli.bench.sweep import FAMILIES
+
+    step_only = Method("teacache+forecast", "fast")
+    assert parse_methods("teacache+forecast:fast,teacache") == [Method("none"), step_only, Method("teacache")]
+    assert step_only.cache_method == "teacache" and step_only.family == "teacache+forecast"
+    assert step_only.label == "teacache+forecast:fast" and Method("hetcache").cache_method == "hetcache"
+    assert "teacache+forecast" in FAMILIES
+
+
 @pytest.mark.parametrize("text, fragment", [("magic", "unknown method"), ("hetcache:ludicrous", "unknown preset"),
                                             ("none:fast", "takes no preset")])
 def test_parse_methods_errors(text, fragment):
@@ -27,14 +37,20 @@ def test_bench_end_to_end(small_clip, tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     args = [
         "bench", small_clip["video"], "--mask", small_clip["mask"], "--prompt", "a red ball",
-        "--model", tiny_model_dir, "--steps", 8, "--frames", 5, "--width", 64, "--height", 64,
-        "--methods", "none,teacache:fast,hetcache:fast", "--out", out, "--json",
+        "--model", tiny_model_dir, "--steps", 12, "--frames", 5, "--width", 64, "--height", 64,
+        "--methods", "none,teacache:fast,teacache+forecast:fast,hetcache:fast", "--out", out, "--json",
     ]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)
     rows = {row["method"]: row for row in report["methods"]}
-    assert list(rows) == ["none", "teacache:fast", "hetcache:fast"]
+    assert list(rows) == ["none", "teacache:fast", "teacache+forecast:fast", "hetcache:fast"]
+    # step reuse with the residual forecast: teacache's schedule, the forecast on its REUSE steps
+    tea, step_only = rows["teacache:fast"], rows["teacache+forecast:fast"]
+    assert step_only["settings"]["method"] == "teacache" and step_only["settings"]["forecast"] == "residual"
+    assert tea["settings"]["forecast"] != "residual" and step_only["schedule"] == tea["schedule"]
+    assert "R" in tea["schedule"] and step_only["decisions"]["partial"] == 0
+    assert step_only["quality"]["psnr"]["all"] != tea["quality"]["psnr"]["all"]  # the forecast changed the REUSE step
     none = rows["none"]
     assert none["speedup"] == pytest.approx(1.0) and none["flops_cut"] == pytest.approx(1.0)
     assert none["quality"]["psnr"]["inside"] == 100.0  # identical to itself (capped)
