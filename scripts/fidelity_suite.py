@@ -3,6 +3,7 @@
     nice -n 10 python scripts/fidelity_suite.py                      # all clips, guidance 1 and 5
     python scripts/fidelity_suite.py --clips photo-pan-large --guidance 5 --out suite_pan
     python scripts/fidelity_suite.py --check                          # exit 1 if an acceptance check fails
+    python scripts/fidelity_suite.py --clips shapes-large,photo-still-large --out large  # two more large masks
 
 Clips are generated in code (`hetcache_cli/bench/clips.py`; photographs from scikit-image:
 `pip install -e '.[suite]'`). Every clip runs uncached and with each setting of the sweep
@@ -24,7 +25,9 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", default=None, help="comma list of clip names (default: all)")
+    parser.add_argument("--clips", default=None,
+                        help="comma list of clip names (default: the suite's six; shapes-large and photo-still-large, "
+                             "two more large masks, run only when named)")
     parser.add_argument("--guidance", default="1,5", help="comma list of guidance scales (default: 1,5)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps (default: 30)")
     parser.add_argument("--model", default=None, help="diffusers Wan-VACE folder (default: the embedded model)")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from hetcache_cli.bench.clips import suite_clips
+    from hetcache_cli.bench.clips import large_mask_clips, suite_clips
     from hetcache_cli.bench.suite import merge_reports, run_suite
     from hetcache_cli.bench.suite_report import markdown, write_report
     from hetcache_cli.pipeline.model import load_pipeline, resolve_device, resolve_model
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = suite_clips()
     if args.clips:
         wanted = [c.strip() for c in args.clips.split(",") if c.strip()]
+        clips += large_mask_clips()  # outside the default suite: run when named
         names = [c.name for c in clips]
         unknown = [w for w in wanted if w not in names]
         if unknown:

@@ -147,6 +147,24 @@ def suite_clips(frames: int = 17, height: int = 128, width: int = 160) -> list[S
     return clips
 
 
+def large_mask_clips(frames: int = 17, height: int = 128, width: int = 160) -> list[SuiteClip]:
+    """Two more clips with a mask of a third of the frame, outside the default suite (`--clips` names them).
+
+    They tell whether what photo-pan-large shows is the mask's size: the same box over a procedural
+    texture with no object under it, and a large disc drifting over a nearly still photograph.
+    """
+    f, h, w = frames, height, width
+    video, _ = render(SceneSpec(f, h, w, pan=(0.3, 0.8), shapes=[], texture_seed=5))
+    box = SuiteClip("shapes-large", "procedural texture, slow pan, no object; large static box (a third of the "
+                    "frame, photo-pan-large's)", video, box_mask(f, h, w, (0.2, 0.8, 0.25, 0.8)), "a red box")
+    image, source = photograph("chelsea")
+    video = camera(image, f, h, w, start=(150.0, 220.0), velocity=(0.5, 0.5))
+    disc = disc_track(f, h, w, start=(0.5 * h, 0.35 * w), velocity=(0.0, 0.015 * w), radius=0.37 * h)
+    still = SuiteClip("photo-still-large", f"nearly still camera over a photograph ({source}); large disc mask "
+                      "(a third of the frame) drifting across it", video, disc, "a yellow ball")
+    return [box, still]
+
+
 def window_clip(frames: int = 17, height: int = 128, width: int = 160, overlap: int = 8) -> SuiteClip:
     """The second window of a windowed edit (pipeline/windows.py): its first frames are known.
 

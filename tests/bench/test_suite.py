@@ -73,6 +73,19 @@ def test_suite_clips_cover_the_cases_and_are_deterministic():
     assert min(fractions) < 0.06 and max(fractions) > 0.25  # small and large masks
 
 
+def test_large_mask_clips_are_large_deterministic_and_not_in_the_default_suite():
+    from hetcache_cli.bench.clips import large_mask_clips
+
+    clips, again = large_mask_clips(9, 64, 80), large_mask_clips(9, 64, 80)
+    assert [c.name for c in clips] == ["shapes-large", "photo-still-large"]
+    assert not {c.name for c in clips} & {c.name for c in suite_clips(9, 64, 80)}
+    for c, d in zip(clips, again):
+        assert c.frames.shape == (9, 64, 80, 3) and c.mask.shape == (9, 64, 80)
+        assert np.array_equal(c.frames, d.frames) and np.array_equal(c.mask, d.mask)
+        assert 0.3 < c.mask_fraction < 0.4  # photo-pan-large's third of the frame
+    assert [c.moving_mask for c in clips] == [False, True]
+
+
 def test_window_clip_starts_from_known_frames_and_crop_clip_is_what_crop_auto_gives():
     from hetcache_cli.bench.clips import crop_clip, window_clip
     from hetcache_cli.pipeline.windows import plan_windows
