@@ -38,11 +38,15 @@ class Calibration:
     chosen: dict[str, dict] = field(default_factory=dict)  # preset -> what was measured for it
     missed: dict[str, str] = field(default_factory=dict)  # preset -> why nothing was chosen
     record: dict = field(default_factory=dict)  # the file's `calibration` entry
+    # with step_reuse: preset -> the cheapest step-reuse-with-forecast point meeting its target (None: none does)
+    step_reuse: dict[str, dict | None] | None = None
+    step_reuse_candidates: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "targets": self.targets, "presets": self.presets, "chosen": self.chosen, "missed": self.missed,
-            "candidates": self.candidates, "calibration": self.record,
+            "candidates": self.candidates, "step_reuse": self.step_reuse,
+            "step_reuse_candidates": self.step_reuse_candidates, "calibration": self.record,
         }  # fmt: skip
 
 
@@ -66,9 +70,21 @@ def parse_targets(text: str | None) -> dict[str, float]:
     return targets
 
 
+def cheapest(rows: list[dict], target: float) -> dict | None:
+    """The row with the largest measured cut whose worst visible-region PSNR meets `target` (ties: better PSNR)."""
+    ok = [r for r in rows if r["psnr_visible_min"] is not None and r["psnr_visible_min"] >= target
+          and r["flops_cut"] is not None]  # fmt: skip
+    return max(ok, key=lambda r: (round(r["flops_cut"], 6), r["psnr_visible_min"])) if ok else None
+
+
 def calibrate(preps: list, pipe, model_info: dict, targets: dict[str, float], out_dir: Path, progress=None,
-              grid=None) -> Calibration:
-    """Run the grid on every clip and choose each preset's setting (see the module docstring)."""
+              grid=None, step_reuse: bool = False) -> Calibration:
+    """Run the grid on every clip and choose each preset's setting (see the module docstring).
+
+    `step_reuse`: also run step reuse with the residual forecast (`teacache+forecast`, no PARTIAL step, no
+    K/V caches) over its grid, and record for each preset the cheapest such point that meets its target:
+    where it cuts more than the chosen HetCache setting, PARTIAL steps do not pay on these clips and model.
+    """
     from hetcache_cli.bench.core import run_bench
 
     steps = {p.spec.steps for p in preps}
@@ -76,27 +92,37 @@ def calibrate(preps: list, pipe, model_info: dict, targets: dict[str, float], ou
         raise InputError(f"the clips use different step counts {sorted(steps)}: calibrate one step count at a time")
     pipe.scheduler.set_timesteps(preps[0].spec.steps, device=pipe.transformer.device)
     candidates = ours_grid("hetcache", pipe.transformer, pipe.scheduler.timesteps, grid)
-    methods = [Method("none")] + candidates
+    reference = ours_grid("teacache+forecast", pipe.transformer, pipe.scheduler.timesteps) if step_reuse else []
+    methods = [Method("none")] + candidates + reference
     reports = []
     for i, prep in enumerate(preps):
         folder = out_dir / f"clip{i}" if len(preps) > 1 else out_dir
         reports.append(run_bench(prep, pipe, model_info, methods, 0, folder, warmup=False, progress=progress))
-    by_label = {m.label: m for m in candidates}
-    rows = [r for r in combine(reports) if r["method"] in by_label]
+    by_label = {m.label: m for m in candidates + reference}
     schedules = {r["method"]: r.get("schedule") for r in reports[0]["methods"]}
-    for row in rows:
+    combined = [r for r in combine(reports) if r["method"] in by_label]
+    for row in combined:
         row["settings"] = dict(by_label[row["method"]].settings)
         row["schedule"] = schedules.get(row["method"])
+    rows = [r for r in combined if r["family"] == "hetcache"]
     result = Calibration(targets=targets, candidates=rows)
+    if step_reuse:
+        result.step_reuse_candidates = [r for r in combined if r["family"] != "hetcache"]
+        result.step_reuse = {}
+        for name in PRESETS:
+            pick = cheapest(result.step_reuse_candidates, targets[name])
+            result.step_reuse[name] = None if pick is None else {
+                "candidate": pick["method"], "schedule": pick["schedule"], "flops_cut": pick["flops_cut"],
+                "psnr_visible_min": pick["psnr_visible_min"], "target": targets[name],
+                "settings": {"method": "teacache", "forecast": "residual", **pick["settings"]},
+            }  # fmt: skip
     for name in PRESETS:
-        ok = [r for r in rows if r["psnr_visible_min"] is not None and r["psnr_visible_min"] >= targets[name]
-              and r["flops_cut"] is not None]  # fmt: skip
-        if not ok:
+        pick = cheapest(rows, targets[name])
+        if pick is None:
             best = max((r["psnr_visible_min"] or 0.0 for r in rows), default=0.0)
             result.missed[name] = (f"no candidate reaches {targets[name]:g} dB in the mask and its paste band "
                                    f"(best {best:.1f} dB)")
             continue
-        pick = max(ok, key=lambda r: (round(r["flops_cut"], 6), r["psnr_visible_min"]))
         result.presets[name] = pick["settings"]
         result.chosen[name] = {
             "candidate": pick["method"], "schedule": pick["schedule"], "psnr_visible_min": pick["psnr_visible_min"],
@@ -130,6 +156,7 @@ def _record(preps, model_info: dict, result: Calibration) -> dict:
         ],  # fmt: skip
         "chosen": result.chosen,
         "missed": result.missed,
+        **({"step_reuse": result.step_reuse} if result.step_reuse is not None else {}),
     }
 
 

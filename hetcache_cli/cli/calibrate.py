@@ -21,6 +21,8 @@ Examples:
 
   hetcache calibrate clip.mp4 -m mask.png -p "a red car" --model ./wan-vace-1.3b --targets quality=38,balanced=32,fast=27
 
+  hetcache calibrate clip.mp4 -m mask.png -p "a red car" --model ./wan-vace-1.3b --step-reuse
+
 Runs the uncached edit and a grid of HetCache settings on every clip, then writes, for each preset,
 the cheapest setting (largest measured FLOPs cut) whose worst PSNR in the mask and its paste band
 (what reaches the output after paste-back) against the uncached output
@@ -43,6 +45,13 @@ Write = Annotated[
 ]
 PresetsFile = Annotated[
     Optional[Path], typer.Option("--presets-file", help="Write the presets into this JSON file instead (overrides --write).")
+]
+StepReuse = Annotated[
+    bool,
+    typer.Option("--step-reuse",
+                 help="Also run step reuse with the residual forecast (teacache+forecast: no PARTIAL step, no K/V "
+                      "caches) over its grid, 5 more runs per clip, and say for each preset whether it meets the "
+                      "target at a larger cut than HetCache on these clips."),
 ]
 Out = Annotated[Optional[Path], typer.Option("--out", help="Folder for the runs' videos and calibration.json [default: calibrate_<video stem>].")]
 
@@ -91,6 +100,7 @@ def calibrate(
     write: Write = "auto",
     presets_file: PresetsFile = None,
     out: Out = None,
+    step_reuse: StepReuse = False,
     model: opt.Model = None,
     steps: opt.Steps = None,
     guidance_scale: opt.Guidance = None,
@@ -133,7 +143,8 @@ def calibrate(
     preps = [prepare_edit(s, overwrite=True) for s in specs]
     quiet_libraries()
     pipe, info = PipelinePool().get(specs[0].model, specs[0].device, specs[0].dtype)
-    result = run_calibration(preps, pipe, info, goal, out_dir, progress=_Bars(quiet or json_out))
+    result = run_calibration(preps, pipe, info, goal, out_dir, progress=_Bars(quiet or json_out),
+                             step_reuse=step_reuse)
     atomic_write_text(out_dir / "calibration.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     write_presets(target, result)
     if json_out:
@@ -147,7 +158,7 @@ def calibrate(
 def summary_text(result) -> str:
     lines = ["| candidate | schedule | FLOPs cut | PSNR visible (worst clip) | PSNR in (worst clip) |",
              "|---|---|---|---|---|"]
-    for row in sorted(result.candidates, key=lambda r: r["flops_cut"] or 0.0):
+    for row in sorted(result.candidates + result.step_reuse_candidates, key=lambda r: r["flops_cut"] or 0.0):
         shown = ["-" if row[k] is None else f"{row[k]:.1f}" for k in ("psnr_visible_min", "psnr_inside_min")]
         lines.append(f"| {row['method']} | {row['schedule']} | {row['flops_cut']:.3f} | {shown[0]} | {shown[1]} |")
     lines.append("")
@@ -157,7 +168,30 @@ def summary_text(result) -> str:
                      f">= {chosen['target']:g} dB)")  # fmt: skip
     for name, why in result.missed.items():
         lines.append(f"{name}: not written ({why}); the shipped preset stays in use")
+    lines += step_reuse_lines(result)
     return "\n".join(lines)
+
+
+def step_reuse_lines(result) -> list[str]:
+    """With --step-reuse: per preset, whether step reuse with the forecast meets its target at a larger cut."""
+    if result.step_reuse is None:
+        return []
+    lines = [""]
+    for name, pick in result.step_reuse.items():
+        ours = result.chosen.get(name)
+        if pick is None:
+            lines.append(f"{name}: step reuse with the forecast reaches no point of {result.targets[name]:g} dB")
+        elif ours is None or pick["flops_cut"] > ours["flops_cut"]:
+            shown = ", ".join(f"{k}: {v}" for k, v in pick["settings"].items()
+                              if k in ("method", "forecast", "reuse_threshold", "full_threshold"))
+            theirs = "none" if ours is None else f"{ours['flops_cut']:.2f}x"
+            lines.append(f"{name}: step reuse with the forecast meets {pick['target']:g} dB at "
+                         f"{pick['flops_cut']:.2f}x (HetCache {theirs}), with no K/V caches: on these clips "
+                         f"PARTIAL steps do not pay at this target; cache: {{{shown}}}")
+        else:
+            lines.append(f"{name}: HetCache {ours['flops_cut']:.2f}x, step reuse with the forecast "
+                         f"{pick['flops_cut']:.2f}x at {pick['target']:g} dB")
+    return lines
 
 
 def _writable(folder: Path) -> bool:
