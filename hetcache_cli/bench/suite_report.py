@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from hetcache_cli.bench.fronts import front_at
-from hetcache_cli.bench.suite import CUT_RANGE, MEDIAN_TARGET, VISIBLE_TOLERANCE_DB, front_of
+from hetcache_cli.bench.suite import CUT_RANGE, EIGHT_BIT_DB, MEDIAN_TARGET, VISIBLE_TOLERANCE_DB, front_of
 from hetcache_cli.io.atomic import atomic_write_text
 
 READ_AT = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
@@ -72,6 +72,14 @@ def _leads(leads: dict | None) -> str:
     return ", ".join(f"{'not reached' if v is None else f'{v:+.1f}'} ({c}x)" for c, v in leads.items())
 
 
+def _misses(report: dict, key: str) -> str:
+    """'; misses: clip gN at CUTx (lead), ...' for the leads below the tolerance, '' when none."""
+    out = [f"{row['clip']} g{row['guidance']:g} at {cut}x ({'not reached' if v is None else f'{v:+.1f}'})"
+           for row in report["rows"] for cut, v in (row["checks"].get(key) or {}).items()
+           if v is None or v < -VISIBLE_TOLERANCE_DB]  # fmt: skip
+    return "; misses: " + ", ".join(out) if out else ""
+
+
 def _verdict(value) -> str:
     return "not checked (no step-only sweep)" if value is None else ("met" if value else "NOT met")
 
@@ -97,7 +105,11 @@ def markdown(report: dict) -> str:
         f"**{'met' if s['front_ok'] else 'NOT met'}**",
         f"- balanced's background >= teacache's at the same cut on every clip: **{'met' if s['balanced_bg_ok'] else 'NOT met'}**",
         f"- hetcache's visible-region front >= step-only reuse with the forecast - {VISIBLE_TOLERANCE_DB:g} dB at "
-        f"every cut it reaches of 1.5, 2, 3, 4, 5x, on every clip: **{_verdict(s.get('visible_ok'))}**",
+        f"every cut it reaches of 1.5, 2, 3, 4, 5x, on every clip: **{_verdict(s.get('visible_ok'))}**"
+        + _misses(report, "visible_leads_db"),
+        f"- the same, reading every PSNR above {EIGHT_BIT_DB:.1f} dB (the rounding of an 8-bit video) as "
+        f"{EIGHT_BIT_DB:.1f} dB (reported, not part of --check): **{_verdict(s.get('visible_8bit_ok'))}**"
+        + _misses(report, "visible_leads_8bit_db"),
         f"- median clip ({s['median_clip']}): balanced {med['psnr_inside']:.1f} dB in the mask at {med['flops_cut']:.2f}x "
         f"(target >= {MEDIAN_TARGET['psnr_inside']:g} dB at >= {MEDIAN_TARGET['cut']:g}x): "
         f"**{'met' if s['median_ok'] else 'NOT met'}**; medians over clips: {s['balanced_median_psnr_inside']:.1f} dB, "

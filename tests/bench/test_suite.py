@@ -172,3 +172,25 @@ def test_visible_check_compares_with_step_only_reuse_at_the_cuts_it_reaches():
     short = check_visible(ref + [p("hetcache", 1.4, 72), p("hetcache", 2.5, 60)])  # does not reach 3x
     assert short["visible_leads_db"]["3"] is None and not short["visible_ok"]
     assert check_visible(het)["visible_ok"] is None  # no step-only sweep: no verdict
+    assert check_visible(het)["visible_8bit_ok"] is None
+
+
+def test_visible_check_read_at_the_8_bit_floor_counts_only_what_an_8_bit_video_can_show():
+    from hetcache_cli.bench.suite import EIGHT_BIT_DB, check_visible
+
+    assert EIGHT_BIT_DB == pytest.approx(58.92, abs=0.01)  # rounding error RMS 1/sqrt(12) of a level
+
+    def p(method, cut, visible):
+        return {**_p(method, cut, visible, visible), "psnr": {"visible": visible, "inside": visible,
+                                                             "background": visible}}
+
+    # 2x: 80 against 83 (both above the floor: a miss of the plain check only); 3x: 58 against 61 (a miss of both:
+    # hetcache below the floor by 0.9 dB)
+    ref = [p("forecast-reuse", 1.5, 90), p("forecast-reuse", 2.0, 83), p("forecast-reuse", 3.0, 61)]
+    het = [p("hetcache", 1.5, 91), p("hetcache", 2.0, 80), p("hetcache", 3.0, 58)]
+    checks = check_visible(ref + het)
+    assert checks["visible_leads_db"] == pytest.approx({"1.5": 1.0, "2": -3.0, "3": -3.0})
+    assert checks["visible_leads_8bit_db"] == pytest.approx({"1.5": 0.0, "2": 0.0, "3": 58.0 - EIGHT_BIT_DB})
+    assert not checks["visible_ok"] and not checks["visible_8bit_ok"]
+    above = check_visible(ref[:2] + het[:2])  # only the cuts both fronts hold above the floor
+    assert not above["visible_ok"] and above["visible_8bit_ok"]
