@@ -74,6 +74,34 @@ def stage_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def step_reuse_lines(rows: list[dict], cuts=(1.5, 2.0, 3.0, 4.0, 5.0)) -> list[str]:
+    """With both `hetcache` and `teacache+forecast` rows: their visible-region fronts read at `cuts` (linear
+    between front points, '-' outside the swept range) and HetCache's lead, the fidelity suite's issue-26 reading."""
+    from hetcache_cli.bench.fronts import front_at, pareto_front
+
+    def front(family: str):
+        return pareto_front((r["flops_cut"], psnr_visible(r)) for r in rows if r["family"] == family
+                            and r.get("status") == "ok" and r.get("flops_cut") is not None
+                            and psnr_visible(r) is not None)  # fmt: skip
+
+    ours, step_only = front("hetcache"), front("teacache+forecast")
+    if not ours or not step_only:
+        return []
+
+    def db(value) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    out = ["", "", "Do the PARTIAL steps pay here? Visible-region PSNR of each front at a FLOPs cut (step reuse with "
+           "the forecast keeps no K/V caches):", "",
+           "| front | " + " | ".join(f"{c:g}x" for c in cuts) + " |", "|---|" + "---|" * len(cuts)]
+    a, b = [front_at(ours, c) for c in cuts], [front_at(step_only, c) for c in cuts]
+    out.append("| hetcache | " + " | ".join(db(v) for v in a) + " |")
+    out.append("| teacache+forecast | " + " | ".join(db(v) for v in b) + " |")
+    out.append("| hetcache's lead | " + " | ".join("-" if x is None or y is None else f"{x - y:+.1f}"
+                                                    for x, y in zip(a, b)) + " |")  # fmt: skip
+    return out
+
+
 def markdown(report: dict) -> str:
     timed = all(row.get("timed", True) for row in report["methods"])
     runs = f"median of {report['repeat']} timed run(s)" if timed else "times of the instrumented run (not timed)"
@@ -94,6 +122,7 @@ def markdown(report: dict) -> str:
     for row in report["methods"]:
         lines.append("| " + " | ".join(cell(row, key) for _, key in COLUMNS) + " |")
     lines += stage_lines(report["methods"])
+    lines += step_reuse_lines(report["methods"])
     notes = [f"- `{row['method']}` ({row['status']}): {row['note']}" for row in report["methods"] if row.get("note")]
     tail = ("\n\nNotes:\n" + "\n".join(notes)) if notes else ""
     return head + "\n".join(lines) + tail + "\n"

@@ -99,3 +99,18 @@ def test_bench_sweep_gives_each_method_a_front_and_the_plot(small_clip, tiny_mod
     front = fronts(report["methods"])["hetcache"]
     assert front and [row["flops_cut"] for row in front] == sorted(row["flops_cut"] for row in front)
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_report_reads_hetcache_against_step_reuse_with_the_forecast():
+    from hetcache_cli.bench.report import step_reuse_lines
+
+    def row(family, cut, visible, status="ok"):
+        return {"family": family, "status": status, "flops_cut": cut, "quality": {"psnr": {"visible": visible}}}
+
+    rows = [row("hetcache", 1.5, 60.0), row("hetcache", 3.0, 45.0), row("hetcache", 2.0, 40.0),  # dominated
+            row("teacache+forecast", 1.5, 58.0), row("teacache+forecast", 2.5, 50.0),
+            row("teacache+forecast", 4.0, 49.0, status="failed"), row("diffusers:fbcache", 2.0, 70.0)]
+    lines = step_reuse_lines(rows, cuts=(1.5, 2.0, 3.0))
+    assert lines[-3:] == ["| hetcache | 60.0 | 55.0 | 45.0 |", "| teacache+forecast | 58.0 | 54.0 | - |",
+                          "| hetcache's lead | +2.0 | +1.0 | - |"]
+    assert step_reuse_lines([r for r in rows if r["family"] != "teacache+forecast"]) == []
