@@ -40,13 +40,15 @@ def test_demo_edit(rehearsal, demo_mask, case, dtype):
 
 @pytest.fixture(scope="module")
 def cache_specs(tmp_path_factory):
-    """Spec files for the cache layouts a GPU user picks when memory is short."""
+    """Spec files for the cache layouts a GPU user picks when memory is short, and the step-only baseline."""
     root = tmp_path_factory.mktemp("specs")
     specs = {}
     for name, cache in {
         "fp8": "cache: {preset: balanced, cache_dtype: float8_e4m3fn}",
         "host-kv": "cache: {preset: balanced, cache_device: cpu}",
         "fp8-host-kv": "cache: {preset: balanced, cache_dtype: float8_e4m3fn, cache_device: cpu}",
+        # step reuse with the residual forecast: what calibrate --step-reuse points to where PARTIAL steps do not pay
+        "step-reuse-forecast": "cache: {method: teacache, forecast: residual, reuse_threshold: 0.08}",
     }.items():
         specs[name] = root / f"{name}.yaml"
         specs[name].write_text(cache + "\n")
@@ -54,7 +56,7 @@ def cache_specs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("layout", ["fp8", "host-kv", "fp8-host-kv"])
+@pytest.mark.parametrize("layout", ["fp8", "host-kv", "fp8-host-kv", "step-reuse-forecast"])
 def test_cache_layouts(rehearsal, demo_mask, cache_specs, layout, dtype):
     floor = 45.0 if dtype == "bfloat16" else 55.0
     rehearsal.check(dtype, *DEMO_EDIT, "--spec", cache_specs[layout], *SHORT, region=demo_mask, min_db=floor)
