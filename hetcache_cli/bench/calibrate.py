@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hetcache_cli.bench.methods import Method
+from hetcache_cli.bench.methods import FORECAST_REUSE, FORECAST_REUSE_SETTINGS, Method
 from hetcache_cli.bench.sweep import combine, ours_grid
 from hetcache_cli.cache.config import PRESETS
 from hetcache_cli.errors import InputError
@@ -92,7 +92,7 @@ def calibrate(preps: list, pipe, model_info: dict, targets: dict[str, float], ou
         raise InputError(f"the clips use different step counts {sorted(steps)}: calibrate one step count at a time")
     pipe.scheduler.set_timesteps(preps[0].spec.steps, device=pipe.transformer.device)
     candidates = ours_grid("hetcache", pipe.transformer, pipe.scheduler.timesteps, grid)
-    reference = ours_grid("teacache+forecast", pipe.transformer, pipe.scheduler.timesteps) if step_reuse else []
+    reference = ours_grid(FORECAST_REUSE, pipe.transformer, pipe.scheduler.timesteps) if step_reuse else []
     methods = [Method("none")] + candidates + reference
     reports = []
     for i, prep in enumerate(preps):
@@ -114,7 +114,7 @@ def calibrate(preps: list, pipe, model_info: dict, targets: dict[str, float], ou
             result.step_reuse[name] = None if pick is None else {
                 "candidate": pick["method"], "schedule": pick["schedule"], "flops_cut": pick["flops_cut"],
                 "psnr_visible_min": pick["psnr_visible_min"], "target": targets[name],
-                "settings": {"method": "teacache", "forecast": "residual", **pick["settings"]},
+                "settings": {**FORECAST_REUSE_SETTINGS, **pick["settings"]},  # the grid sets thresholds only
             }  # fmt: skip
     for name in PRESETS:
         pick = cheapest(rows, targets[name])

@@ -20,6 +20,7 @@ from hetcache_cli.errors import InputError
 
 OURS = "none,teacache,hetcache:quality,hetcache:balanced,hetcache:fast"
 FORECAST_REUSE = "teacache+forecast"  # a bench method, not a cache method: teacache with `forecast: residual`
+FORECAST_REUSE_SETTINGS = {"method": "teacache", "forecast": "residual"}  # the cache settings it runs with
 DEFAULT_METHODS = OURS + ",peers"
 
 
@@ -110,7 +111,7 @@ def variant(prep, method: Method, out_dir: Path, model: str | None = None):
         overrides.update(method.settings)
         overrides["method"] = method.cache_method
         if method.method == FORECAST_REUSE:
-            overrides["forecast"] = "residual"
+            overrides |= FORECAST_REUSE_SETTINGS
         preset = method.preset
     try:
         cache = resolve_cache_config(overrides, preset, model)

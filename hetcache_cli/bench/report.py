@@ -78,13 +78,14 @@ def step_reuse_lines(rows: list[dict], cuts=(1.5, 2.0, 3.0, 4.0, 5.0)) -> list[s
     """With both `hetcache` and `teacache+forecast` rows: their visible-region fronts read at `cuts` (linear
     between front points, '-' outside the swept range) and HetCache's lead, the fidelity suite's issue-26 reading."""
     from hetcache_cli.bench.fronts import front_at, pareto_front
+    from hetcache_cli.bench.methods import FORECAST_REUSE
 
     def front(family: str):
         return pareto_front((r["flops_cut"], psnr_visible(r)) for r in rows if r["family"] == family
                             and r.get("status") == "ok" and r.get("flops_cut") is not None
                             and psnr_visible(r) is not None)  # fmt: skip
 
-    ours, step_only = front("hetcache"), front("teacache+forecast")
+    ours, step_only = front("hetcache"), front(FORECAST_REUSE)
     if not ours or not step_only:
         return []
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from typing import Callable, Iterable, Sequence
 
-from hetcache_cli.bench.methods import Method
+from hetcache_cli.bench.methods import FORECAST_REUSE, Method
 
 # (fraction of FULL steps, fraction of REUSE steps, preset giving the other settings[, settings changed]);
 # the last points allow longer runs without a FULL step than any preset, to reach past `fast`
@@ -37,7 +37,7 @@ PEER_GRIDS = {
     "cache-dit:dbcache": (0.04, 0.08, 0.16, 0.32),
     "cache-dit:dbcache+taylorseer": (0.04, 0.08, 0.16, 0.32),
 }
-FAMILIES = ("hetcache", "teacache", "teacache+forecast", *PEER_GRIDS)
+FAMILIES = ("hetcache", "teacache", FORECAST_REUSE, *PEER_GRIDS)
 
 
 def ours_grid(method: str, transformer, timesteps, grid: Sequence | None = None) -> list[Method]:
@@ -71,7 +71,7 @@ def sweep_methods(families: Iterable[str], transformer, timesteps) -> list[Metho
     """Every grid point of the given families (ours need the model and the run's timesteps)."""
     out: list[Method] = []
     for family in families:
-        if family in ("hetcache", "teacache", "teacache+forecast"):
+        if family in ("hetcache", "teacache", FORECAST_REUSE):
             out += ours_grid(family, transformer, timesteps)
         elif family in PEER_GRIDS:
             default = Method(family).peer().default
